@@ -152,7 +152,9 @@ def project_points(points: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.nd
     return uv, z
 
 
-def transform_points(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+def transform_points(
+    points: np.ndarray, rotation: np.ndarray, translation: np.ndarray
+) -> np.ndarray:
     """Apply ``p' = R p + t`` to (N, 3) points."""
     return np.asarray(points) @ np.asarray(rotation).T + np.asarray(translation)
 
@@ -173,7 +175,9 @@ def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
     )
 
 
-def normals_to_optical(prediction: np.ndarray, convention: NormalConvention = "e2e_ft") -> np.ndarray:
+def normals_to_optical(
+    prediction: np.ndarray, convention: NormalConvention = "e2e_ft"
+) -> np.ndarray:
     """Optical-frame normals (..., 3) from a normal model's (..., 3) output.
 
     E2E-FT models were trained on the negated optical-frame normal, so n = -prediction

@@ -6,3 +6,22 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_depth(tmp_path_factory) -> str:
+    """A random-weight depth checkpoint in the published layout (seed 0)."""
+    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+
+    return str(make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "depth", task="depth"))
+
+
+@pytest.fixture(scope="session")
+def tiny_normals(tmp_path_factory) -> str:
+    """A random-weight normals checkpoint sharing the depth checkpoint's VAE (seed 0)."""
+    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+
+    return str(make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "normals",
+                                    task="normals"))

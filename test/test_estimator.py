@@ -1,0 +1,229 @@
+"""The estimator against diffusers' Marigold pipelines and SPEC §2, on tiny random checkpoints."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from e2e_depth_ros.errors import CheckpointError, InputImageError
+from e2e_depth_ros.estimator import Estimator
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def both(tiny_depth, tiny_normals):
+    return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
+
+
+def _marigold_pipeline(kind, path):
+    from diffusers import (AutoencoderKL, DDIMScheduler, MarigoldDepthPipeline,
+                           MarigoldNormalsPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    cls = MarigoldDepthPipeline if kind == "depth" else MarigoldNormalsPipeline
+    extra = {} if kind == "depth" else {"use_full_z_range": True}
+    pipe = cls(
+        unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
+        vae=AutoencoderKL.from_pretrained(path, subfolder="vae"),
+        # set_alpha_to_one makes the last DDIM step return x0 itself, as the reference does
+        scheduler=DDIMScheduler.from_pretrained(path, subfolder="scheduler",
+                                                set_alpha_to_one=True),
+        text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
+        prediction_type=kind,
+        **extra,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _run_marigold(pipe, image):
+    h, w = image.shape[:2]
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    out = pipe(x, num_inference_steps=1, ensemble_size=1, processing_resolution=0,
+               latents=torch.zeros(1, 4, h // 8, w // 8), output_type="np")
+    return out.prediction[0]
+
+
+def test_depth_equals_diffusers_marigold_depth_with_zero_latents_and_one_step(
+        tiny_depth, both, image):
+    reference = _run_marigold(_marigold_pipeline("depth", tiny_depth), image)[..., 0]
+    ours = both.predict(image).depth
+    assert ours.shape == image.shape[:2] and ours.dtype == np.float32
+    assert reference.std() > 1e-3  # the comparison is not between two constants
+    np.testing.assert_allclose(ours, reference, atol=2e-4)
+
+
+def test_normals_equal_negated_diffusers_marigold_normals(tiny_normals, both, image):
+    reference = _run_marigold(_marigold_pipeline("normals", tiny_normals), image)
+    ours = both.predict(image).normals
+    # E2E-FT normals are the negated optical-frame normal (SPEC §2): n = -prediction.
+    direction = ours / np.linalg.norm(ours, axis=-1, keepdims=True)
+    np.testing.assert_allclose(direction, -reference, atol=2e-3)
+
+
+def test_unet_runs_once_at_t999_on_image_latent_and_zeros(tiny_depth, image):
+    est = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
+    calls = []
+    est.depth.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((args, kwargs)), with_kwargs=True)
+    est.predict(image)
+    assert len(calls) == 1
+    (sample, timestep), kwargs = calls[0]
+    assert int(timestep) == 999
+    assert sample.shape == (1, 8, 6, 8)
+    assert torch.count_nonzero(sample[:, 4:]) == 0 and torch.count_nonzero(sample[:, :4]) > 0
+    assert kwargs["encoder_hidden_states"].shape[:2] == (1, 2)  # BOS + EOS, no padding
+
+
+def test_prediction_is_deterministic(both, image):
+    a, b = both.predict(image), both.predict(image)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.normals, b.normals)
+
+
+def test_batch_equals_single_images(both, image):
+    other = np.ascontiguousarray(image[::-1])
+    batch = both.predict(np.stack([image, other]))
+    assert batch.depth.shape == (2, 48, 64) and batch.normals.shape == (2, 48, 64, 3)
+    for i, single in enumerate((image, other)):
+        alone = both.predict(single)
+        # batched convolutions differ from single ones at float level only
+        np.testing.assert_allclose(batch.depth[i], alone.depth, atol=1e-3)
+        np.testing.assert_allclose(batch.normals[i], alone.normals, atol=1e-2)
+
+
+def test_shared_encode_equals_each_model_alone(tiny_depth, tiny_normals, both, image):
+    assert both.shared_vae
+    together = both.predict(image)
+    depth_only = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
+    normals_only = Estimator(None, tiny_normals, device="cpu", processing_resolution=0)
+    np.testing.assert_allclose(together.depth, depth_only.predict(image).depth, atol=1e-5)
+    np.testing.assert_allclose(together.normals, normals_only.predict(image).normals,
+                               atol=1e-4)
+    assert depth_only.predict(image).normals is None
+
+
+def test_models_with_different_vaes_share_nothing(tiny_depth, tmp_path, image):
+    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+
+    other = make_tiny_checkpoint(tmp_path / "n7", task="normals", seed=7)
+    est = Estimator(tiny_depth, str(other), device="cpu", processing_resolution=0)
+    assert not est.shared_vae and est.depth.vae is not est.normals.vae
+    alone = Estimator(None, str(other), device="cpu", processing_resolution=0)
+    np.testing.assert_allclose(est.predict(image).normals, alone.predict(image).normals,
+                               atol=1e-5)
+
+
+def test_predict_can_skip_a_loaded_model(both, image):
+    pred = both.predict(image, normals=False)
+    assert pred.normals is None and pred.depth is not None
+
+
+def test_processing_resolution_resizes_with_uint8_rounding_and_returns_input_size(both):
+    img = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    both.processing_resolution = 32
+    try:
+        assert both.processing_size(37, 53) == (int(37 * 32 / 53), 32)
+        x = both._preprocess(img[None])
+        assert tuple(x.shape[-2:]) == (22, 32)
+        levels = (x + 1) / 2 * 255  # every value is an integer level of a uint8 image
+        assert torch.allclose(levels, levels.round(), atol=1e-4)
+        pred = both.predict(img)
+    finally:
+        both.processing_resolution = 0
+    assert pred.depth.shape == (37, 53) and pred.normals.shape == (37, 53, 3)
+    assert np.all((pred.depth >= 0) & (pred.depth <= 1))
+
+
+def test_normals_are_unit_length_after_resizing(both):
+    img = np.random.default_rng(2).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    both.processing_resolution = 64
+    try:
+        normals = both.predict(img).normals
+    finally:
+        both.processing_resolution = 0
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((1, 1, 3), np.uint8), "1x1"),
+    (np.zeros((4, 900, 3), np.uint8), "900x4"),
+    (np.zeros((16, 16, 3), np.float32), "uint8"),
+    (np.zeros((16, 16, 4), np.uint8), r"\(16, 16, 4\)"),
+    (np.zeros((16, 16), np.uint8), r"\(16, 16\)"),
+    (np.zeros((0, 16, 16, 3), np.uint8), "empty"),
+    ([[1, 2, 3]], "numpy array"),
+])
+def test_bad_images_raise_an_error_that_names_the_problem(both, bad, match):
+    with pytest.raises(InputImageError, match=match):
+        both.predict(bad)
+
+
+def test_extreme_aspect_ratio_is_refused_after_resizing(tiny_depth):
+    est = Estimator(tiny_depth, None, device="cpu", processing_resolution=64)
+    with pytest.raises(InputImageError, match="aspect ratio"):
+        est.predict(np.zeros((9, 200, 3), np.uint8))
+
+
+def test_missing_checkpoint_folder_names_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint folder"):
+        Estimator(str(tmp_path / "nope"), None, device="cpu")
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda p: (p / "model_index.json").unlink(), "no model_index.json"),
+    (lambda p: shutil.rmtree(p / "unet"), "missing the unet/"),
+    (lambda p: (p / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"junk"),
+     "unet: cannot be loaded"),
+    (lambda p: (p / "scheduler" / "scheduler_config.json").write_text("{"),
+     "scheduler: cannot be loaded"),
+])
+def test_corrupt_checkpoint_raises_checkpoint_error_with_path(
+        tiny_depth, tmp_path, damage, match):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_depth, broken)
+    damage(broken)
+    with pytest.raises(CheckpointError, match=match) as info:
+        Estimator(str(broken), None, device="cpu")
+    assert str(broken) in str(info.value)
+
+
+def test_unet_without_eight_input_channels_is_not_an_e2e_checkpoint(tiny_depth, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    folder = tmp_path / "four"
+    shutil.copytree(tiny_depth, folder)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    config["in_channels"] = 4
+    UNet2DConditionModel.from_config(config).save_pretrained(folder / "unet")
+    with pytest.raises(CheckpointError, match="takes 4 input channels"):
+        Estimator(str(folder), None, device="cpu")
+
+
+def test_unreachable_hub_id_says_how_to_use_a_local_checkpoint():
+    with pytest.raises(CheckpointError, match="tiny_checkpoint"):
+        Estimator("GonzaloMG/marigold-e2e-ft-depth", None, device="cpu")
+
+
+def test_reduced_precision_on_cpu_is_refused(tiny_depth):
+    with pytest.raises(ValueError, match="100x slower"):
+        Estimator(tiny_depth, None, device="cpu", dtype="float16")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_cuda_request_without_cuda_is_refused(tiny_depth):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        Estimator(tiny_depth, None, device="cuda")
+
+
+@pytest.mark.parametrize("value", [-1, 4, 1.5, True])
+def test_invalid_processing_resolution_is_refused(both, value):
+    with pytest.raises(ValueError, match="processing_resolution"):
+        both.processing_resolution = value
