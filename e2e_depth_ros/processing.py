@@ -1,0 +1,175 @@
+"""One camera frame through the estimator, scale recovery and geometry, without ROS.
+
+The node and the offline evaluation both call ``FrameProcessor.process``, so a bag replayed
+offline is scored on exactly what the robot would publish.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from e2e_depth_ros.geometry import PinholeCamera, unproject_depth
+from e2e_depth_ros.scale import ScaleFilter, ScaleFit, ScaleState, fit_depth_to_lidar
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """Run-time settings of the frame pipeline (the node's changeable parameters)."""
+
+    min_depth: float = 0.0  # meters; metric depth below is NaN (0 = no limit)
+    max_depth: float = 0.0  # meters; metric depth above is NaN (0 = no limit)
+    fixed_scale: float = 0.0  # > 0: metric = fixed_scale * relative + fixed_shift, no LiDAR
+    fixed_shift: float = 0.0
+    points_decimation: int = 1
+    lidar_min_range: float = 0.1
+    lidar_min_points: int = 10
+    lidar_min_inlier_ratio: float = 0.3
+    lidar_inlier_threshold: float = 0.05
+    scale_smoothing: float = 0.3
+    scale_max_jump: float = 0.5
+    scale_hold_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the consumers of this frame want; anything not wanted is not computed."""
+
+    relative: bool = True
+    normals: bool = True
+    metric: bool = True
+    points: bool = True
+    points_rgb: bool = True
+    points_normals: bool = False
+
+
+@dataclass
+class FrameResult:
+    """Arrays for one frame, all at the input image's resolution unless noted."""
+
+    relative: np.ndarray | None = None  # float32 (H, W), affine-invariant depth in [0, 1]
+    normals: np.ndarray | None = None  # float32 (H, W, 3), unit, optical frame
+    metric: np.ndarray | None = None  # float32 (H, W), meters along z, NaN invalid
+    points: np.ndarray | None = None  # float32 (h, w, 3) after decimation, NaN invalid
+    points_rgb: np.ndarray | None = None  # uint8 (h, w, 3)
+    points_normals: np.ndarray | None = None  # float32 (h, w, 3)
+    scale_source: str = "none"  # "fixed", "lidar" or "none"
+    scale_state: ScaleState | None = None  # the LiDAR filter after this frame
+    fit: ScaleFit | None = None  # this frame's own LiDAR fit, before smoothing
+    notes: list[str] = field(default_factory=list)  # why an output was skipped
+
+
+class FrameProcessor:
+    """Owns the estimator and the LiDAR scale filter; turns frames into output arrays."""
+
+    def __init__(self, estimator, config: ProcessingConfig | None = None) -> None:
+        self.estimator = estimator
+        self.config = config or ProcessingConfig()
+        self.scale_filter = self._make_filter(self.config)
+
+    @staticmethod
+    def _make_filter(config: ProcessingConfig) -> ScaleFilter:
+        return ScaleFilter(smoothing=config.scale_smoothing, max_jump=config.scale_max_jump,
+                           hold_timeout=config.scale_hold_timeout)
+
+    def reconfigure(self, config: ProcessingConfig) -> None:
+        """Apply new settings from the next frame on; the filter restarts if its own changed."""
+        old, self.config = self.config, config
+        keys = ("scale_smoothing", "scale_max_jump", "scale_hold_timeout")
+        if any(getattr(old, k) != getattr(config, k) for k in keys):
+            self.scale_filter = self._make_filter(config)
+
+    def reset_scale(self) -> None:
+        """Forget the scale history (time went backwards, e.g. a bag loop)."""
+        self.scale_filter.reset()
+
+    def scale_state(self, now: float) -> ScaleState:
+        return self.scale_filter.state(now)
+
+    def process(
+        self,
+        rgb: np.ndarray,
+        stamp: float,
+        *,
+        camera: PinholeCamera | None = None,
+        lidar_points: np.ndarray | None = None,
+        needs: Needs = Needs(),
+    ) -> FrameResult:
+        """Run the model and everything downstream of it for one uint8 RGB (H, W, 3) frame.
+
+        ``camera`` must describe the image as received (same size) for point clouds and
+        LiDAR projection; ``lidar_points`` are (N, 3) in the camera optical frame.
+        ``stamp`` (seconds) is the image's header stamp: the filter's clock.
+        """
+        cfg = self.config
+        result = FrameResult()
+        height, width = rgb.shape[:2]
+        if camera is not None and (camera.width, camera.height) != (width, height):
+            result.notes.append(
+                f"camera_info is {camera.width}x{camera.height} but the image is "
+                f"{width}x{height}: no point cloud or LiDAR fit"
+            )
+            camera = None
+        want_metric = needs.metric or needs.points
+        want_depth = needs.relative or want_metric or lidar_points is not None
+        want_normals = needs.normals or (needs.points and needs.points_normals)
+        pred = self.estimator.predict(rgb, depth=want_depth, normals=want_normals)
+        result.relative, result.normals = pred.depth, pred.normals
+        if pred.depth is None:
+            return result
+
+        scale, shift = self._scale(result, pred.depth, stamp, camera, lidar_points)
+        if scale is None or not want_metric:
+            return result
+        metric = (np.float32(scale) * pred.depth + np.float32(shift)).astype(np.float32)
+        invalid = ~(metric > 0)
+        if cfg.min_depth > 0:
+            invalid |= metric < cfg.min_depth
+        if cfg.max_depth > 0:
+            invalid |= metric > cfg.max_depth
+        metric[invalid] = np.nan
+        result.metric = metric
+
+        if needs.points:
+            if camera is None:
+                result.notes.append("no usable camera_info: no point cloud")
+            else:
+                self._cloud(result, rgb, camera, needs)
+        return result
+
+    def _scale(self, result: FrameResult, relative: np.ndarray, stamp: float,
+               camera: PinholeCamera | None, lidar_points: np.ndarray | None
+               ) -> tuple[float | None, float | None]:
+        """(scale, shift) of this frame: the user's fixed map, else the LiDAR filter."""
+        cfg = self.config
+        if cfg.fixed_scale > 0:
+            result.scale_source = "fixed"
+            return cfg.fixed_scale, cfg.fixed_shift
+        if lidar_points is not None and camera is not None:
+            result.fit = fit_depth_to_lidar(
+                relative, lidar_points, camera.projection,
+                min_range=cfg.lidar_min_range, min_points=cfg.lidar_min_points,
+                min_inlier_ratio=cfg.lidar_min_inlier_ratio,
+                inlier_threshold=cfg.lidar_inlier_threshold,
+            )
+            result.scale_state = self.scale_filter.update(result.fit, stamp)
+        else:
+            result.scale_state = self.scale_filter.state(stamp)
+        state = result.scale_state
+        if state.usable and state.scale is not None and math.isfinite(state.scale):
+            result.scale_source = "lidar"
+            return state.scale, state.shift
+        return None, None
+
+    def _cloud(self, result: FrameResult, rgb: np.ndarray, camera: PinholeCamera,
+               needs: Needs) -> None:
+        step = max(int(self.config.points_decimation), 1)
+        # Unprojecting every pixel and then slicing equals unprojecting the kept pixels.
+        points = unproject_depth(result.metric, camera)
+        result.points = np.ascontiguousarray(points[::step, ::step])
+        if needs.points_rgb:
+            result.points_rgb = np.ascontiguousarray(rgb[::step, ::step])
+        if needs.points_normals and result.normals is not None:
+            result.points_normals = np.ascontiguousarray(result.normals[::step, ::step])
