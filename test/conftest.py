@@ -1,6 +1,7 @@
 """Test harness: DDS stays on loopback (SPEC §6), each run in its own ROS domain."""
 
 import os
+import sys
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
@@ -25,3 +26,7 @@ def tiny_normals(tmp_path_factory) -> str:
 
     return str(make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "normals",
                                     task="normals"))
+
+
+# test/ holds helper modules (the rclpy rig) imported by the node tests.
+sys.path.insert(0, os.path.dirname(__file__))

@@ -1,0 +1,492 @@
+"""The ROS 2 node: camera (+ LiDAR) in; depth, normals and point clouds out (SPEC §3, §4).
+
+Wiring only. Callbacks store the newest message and return; one worker thread runs the
+model on the newest frame and drops the rest; the math lives in ``processing`` and the
+conversions in ``messages``. Every output carries the input image's header unchanged.
+
+    ros2 run e2e_depth_ros depth_node --ros-args -p depth_model:=/path -r image:=/cam/image
+    python -m e2e_depth_ros.node --ros-args ...
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from dataclasses import fields
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+
+from e2e_depth_ros import messages
+from e2e_depth_ros.errors import E2EDepthError
+from e2e_depth_ros.geometry import quaternion_to_matrix, transform_points
+from e2e_depth_ros.processing import FrameProcessor, Needs, ProcessingConfig
+from e2e_depth_ros.sync import LatestSlot, StampBuffer, stamp_to_ns
+
+try:  # tf2 is used when a ROS install provides it; static extrinsics otherwise
+    import tf2_ros
+except ImportError:  # pragma: no cover - depends on the installation
+    tf2_ros = None
+
+NODE_NAME = "e2e_depth_node"
+THROTTLE_S = 5.0
+IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                       reliability=ReliabilityPolicy.BEST_EFFORT)
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                        reliability=ReliabilityPolicy.BEST_EFFORT)
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
+                        reliability=ReliabilityPolicy.RELIABLE)
+
+_D, _I, _S, _B = (ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_INTEGER,
+                  ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_BOOL)
+_DA = ParameterType.PARAMETER_DOUBLE_ARRAY
+# name: (default, type, description, range or None, read_only)
+PARAMETERS = {
+    "depth_model": ("GonzaloMG/marigold-e2e-ft-depth", _S,
+                    "Depth checkpoint: hub id or local folder; empty disables depth", None, True),
+    "normals_model": ("GonzaloMG/marigold-e2e-ft-normals", _S,
+                      "Normals checkpoint: hub id or local folder; empty disables normals",
+                      None, True),
+    "normals_convention": ("e2e_ft", _S,
+                           "Frame of the normals model's output: e2e_ft or marigold", None, True),
+    "device": ("auto", _S, "auto, cpu, cuda or cuda:N", None, True),
+    "dtype": ("auto", _S, "auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16",
+              None, True),
+    "use_compressed": (False, _B, "Subscribe to image/compressed instead of image", None, True),
+    "processing_resolution": (768, _I, "Longer image side the model runs at; 0 = native",
+                              (0, 4096), False),
+    "publish_relative": (True, _B, "Publish depth/relative (affine-invariant, [0, 1])",
+                         None, False),
+    "publish_depth": (True, _B, "Publish metric depth/image + depth/camera_info", None, False),
+    "publish_depth_vis": (True, _B, "Publish depth/image_vis (bgr8)", None, False),
+    "publish_normals": (True, _B, "Publish normals/image (32FC3)", None, False),
+    "publish_normals_vis": (True, _B, "Publish normals/image_vis (rgb8)", None, False),
+    "publish_points": (True, _B, "Publish the organized point cloud `points`", None, False),
+    "points_decimation": (1, _I, "Keep every Nth row and column in the cloud", (1, 16), False),
+    "points_color": (True, _B, "Add the packed rgb field to the cloud", None, False),
+    "points_normals": (False, _B, "Add normal_x/y/z fields to the cloud (runs the normals "
+                       "model)", None, False),
+    "min_depth": (0.0, _D, "Metric depth below this is NaN (m); 0 = no limit", (0.0, 1000.0),
+                  False),
+    "max_depth": (0.0, _D, "Metric depth above this is NaN (m); 0 = no limit", (0.0, 1000.0),
+                  False),
+    "fixed_scale": (0.0, _D, "> 0: metric = fixed_scale * relative + fixed_shift (no LiDAR)",
+                    (0.0, 10000.0), False),
+    "fixed_shift": (0.0, _D, "Shift of the fixed metric map (m)", (-10000.0, 10000.0), False),
+    "camera_info_tolerance": (0.05, _D, "Max stamp gap image-camera_info (s) when not exact",
+                              (0.0, 10.0), False),
+    "lidar_tolerance": (0.1, _D, "Max stamp gap image-LiDAR cloud (s)", (0.0, 10.0), False),
+    "lidar_extrinsic_frame": ("", _S, "LiDAR frame the static extrinsic below applies to; "
+                              "empty = only tf2", None, False),
+    "lidar_extrinsic_translation": ([0.0, 0.0, 0.0], _DA, "LiDAR origin in the camera optical "
+                                    "frame (m): p_cam = R p_lidar + t", None, False),
+    "lidar_extrinsic_rotation": ([0.0, 0.0, 0.0, 1.0], _DA, "Quaternion x, y, z, w of R "
+                                 "(LiDAR frame to camera optical frame)", None, False),
+    "lidar_min_range": (0.1, _D, "LiDAR points closer than this along z are ignored (m)",
+                        (0.0, 100.0), False),
+    "lidar_min_points": (10, _I, "Fewest matched LiDAR pixels for a scale fit", (2, 100000),
+                         False),
+    "lidar_min_inlier_ratio": (0.3, _D, "Refuse fits with a lower inlier ratio", (0.0, 1.0),
+                               False),
+    "lidar_inlier_threshold": (0.05, _D, "Inlier if |fit - lidar| <= this * lidar depth",
+                               (0.001, 1.0), False),
+    "scale_smoothing": (0.3, _D, "EMA weight of a new scale fit", (0.01, 1.0), False),
+    "scale_max_jump": (0.5, _D, "Relative scale change rejected as a jump", (0.01, 10.0),
+                       False),
+    "scale_hold_timeout": (2.0, _D, "Keep the last good fit this long (s), then stop metric "
+                           "outputs", (0.0, 3600.0), False),
+}
+_CONFIG_KEYS = {f.name for f in fields(ProcessingConfig)}
+
+
+def _descriptor(name: str, kind: int, description: str, bounds, read_only: bool):
+    desc = ParameterDescriptor(name=name, type=kind, description=description,
+                               read_only=read_only)
+    if bounds and kind == _D:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(bounds[0]),
+                                                        to_value=float(bounds[1]))]
+    elif bounds and kind == _I:
+        desc.integer_range = [IntegerRange(from_value=bounds[0], to_value=bounds[1], step=1)]
+    return desc
+
+
+def validate_parameter(name: str, value) -> str | None:
+    """Why a run-time value is refused (ranges are checked by rclpy), or None."""
+    if name == "lidar_extrinsic_translation" and (len(value) != 3 or
+                                                  not all(map(math.isfinite, value))):
+        return "lidar_extrinsic_translation needs 3 finite numbers [x, y, z]"
+    if name == "lidar_extrinsic_rotation":
+        if len(value) != 4 or not all(map(math.isfinite, value)) or not any(value):
+            return "lidar_extrinsic_rotation needs a non-zero quaternion [x, y, z, w]"
+    return None
+
+
+class Stats:
+    """Counters the diagnostics report; written by the worker, read by the timer."""
+
+    def __init__(self) -> None:
+        self.received = self.processed = self.failed = self.bad_input = self.idle = 0
+        self.latency = float("nan")
+        self.inference = float("nan")
+        self.last_error = ""
+
+
+class DepthNode(Node):
+    """E2E-FT depth/normals node. ``estimator`` may be injected (tests); else it is loaded."""
+
+    def __init__(self, *, estimator=None, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, (default, kind, description, bounds, read_only) in PARAMETERS.items():
+            self.declare_parameter(name, default,
+                                   _descriptor(name, kind, description, bounds, read_only))
+        self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        for name, value in self._params.items():
+            reason = validate_parameter(name, value)
+            if reason:
+                raise ValueError(reason)
+        if estimator is None:
+            estimator = self._load_estimator()
+        estimator.processing_resolution = self._params["processing_resolution"]
+        self.processor = FrameProcessor(estimator, self._processing_config())
+        self.stats = Stats()
+        self._closing = False
+        self._last_stamp_ns: int | None = None
+        self._camera_infos: StampBuffer = StampBuffer(size=30)
+        self._clouds: StampBuffer = StampBuffer(size=10)
+        self._slot: LatestSlot = LatestSlot()
+        self._tf_buffer = None
+        if tf2_ros is not None:
+            self._tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+        self._pub = {
+            "relative": self.create_publisher(Image, "depth/relative", OUTPUT_QOS),
+            "depth": self.create_publisher(Image, "depth/image", OUTPUT_QOS),
+            "depth_info": self.create_publisher(CameraInfo, "depth/camera_info", OUTPUT_QOS),
+            "depth_vis": self.create_publisher(Image, "depth/image_vis", OUTPUT_QOS),
+            "normals": self.create_publisher(Image, "normals/image", OUTPUT_QOS),
+            "normals_vis": self.create_publisher(Image, "normals/image_vis", OUTPUT_QOS),
+            "points": self.create_publisher(PointCloud2, "points", OUTPUT_QOS),
+        }
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if self._params["use_compressed"]:
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image,
+                                     IMAGE_QOS)
+        else:
+            self.create_subscription(Image, "image", self._on_image, IMAGE_QOS)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
+        self.create_subscription(PointCloud2, "points_lidar", self._on_lidar, SENSOR_QOS)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._window = (time.monotonic(), 0, 0)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="e2e_depth_worker",
+                                        daemon=True)
+        self._worker.start()
+        names = self.processor.estimator.model_names
+        self.get_logger().info(
+            f"ready: depth={names.get('depth')} normals={names.get('normals')} on "
+            f"{self.processor.estimator.device} ({self.processor.estimator.dtype})")
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _load_estimator(self):
+        from e2e_depth_ros.estimator import Estimator
+
+        p = self._params
+        self.get_logger().info(f"loading models on device={p['device']} dtype={p['dtype']}")
+        return Estimator(p["depth_model"] or None, p["normals_model"] or None,
+                         device=p["device"], dtype=p["dtype"],
+                         processing_resolution=p["processing_resolution"],
+                         normals_convention=p["normals_convention"])
+
+    def _processing_config(self) -> ProcessingConfig:
+        return ProcessingConfig(**{k: v for k, v in self._params.items() if k in _CONFIG_KEYS})
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            reason = validate_parameter(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        for param in params:
+            self._params[param.name] = param.value
+        self.processor.reconfigure(self._processing_config())  # read at the next frame
+        return SetParametersResult(successful=True)
+
+    # -- callbacks: store and return -----------------------------------------------------
+    def _on_image(self, msg) -> None:
+        self.stats.received += 1
+        self._slot.put(msg)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_infos.add(stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_lidar(self, msg: PointCloud2) -> None:
+        self._clouds.add(stamp_to_ns(msg.header.stamp), msg)
+
+    # -- worker -------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._slot.closed:
+            msg = self._slot.take(timeout=0.5)
+            if msg is None:
+                continue
+            try:
+                self._process(msg)
+            except Exception as err:  # noqa: BLE001 - one frame's failure must not stop us
+                self.stats.failed += 1
+                self.stats.last_error = f"{type(err).__name__}: {err}"
+                if not self._closing:
+                    self.get_logger().error(f"frame failed: {self.stats.last_error}",
+                                            throttle_duration_sec=THROTTLE_S)
+
+    def _warn(self, text: str) -> None:
+        self.get_logger().warning(text, throttle_duration_sec=THROTTLE_S)
+
+    def _decode(self, msg):
+        try:
+            if isinstance(msg, CompressedImage):
+                return messages.compressed_to_rgb(msg)
+            return messages.image_to_rgb(msg)
+        except E2EDepthError as err:
+            self.stats.bad_input += 1
+            self._warn(f"dropping image: {err}")
+            return None
+
+    def _stamp_ok(self, stamp_ns: int) -> bool:
+        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+        if last is None or stamp_ns > last:
+            return True
+        if stamp_ns == last:
+            self.stats.bad_input += 1
+            self._warn(f"dropping image: stamp {stamp_ns * 1e-9:.3f} repeats the previous one")
+            return False
+        self._warn(f"image stamp went back {(last - stamp_ns) * 1e-9:.3f} s (bag loop?): "
+                   "scale history reset")
+        self.processor.reset_scale()
+        return True
+
+    def _needs(self) -> Needs:
+        p = self._params
+
+        def wanted(key: str, enable: str) -> bool:
+            return bool(p[enable]) and self._pub[key].get_subscription_count() > 0
+
+        return Needs(
+            relative=wanted("relative", "publish_relative")
+            or wanted("depth_vis", "publish_depth_vis"),
+            normals=wanted("normals", "publish_normals")
+            or wanted("normals_vis", "publish_normals_vis"),
+            metric=wanted("depth", "publish_depth") or wanted("depth_info", "publish_depth"),
+            points=wanted("points", "publish_points"),
+            points_rgb=bool(p["points_color"]),
+            points_normals=bool(p["points_normals"]),
+        )
+
+    def _process(self, msg) -> None:
+        header = msg.header
+        stamp_ns = stamp_to_ns(header.stamp)
+        rgb = self._decode(msg)
+        if rgb is None or not self._stamp_ok(stamp_ns):
+            return
+        needs = self._needs()
+        if not (needs.relative or needs.normals or needs.metric or needs.points):
+            self.stats.idle += 1  # nobody listens: no work
+            return
+        p = self._params
+        info = self._camera_infos.match(stamp_ns, int(p["camera_info_tolerance"] * 1e9))
+        camera = self._camera(info)
+        lidar = None
+        if needs.metric or needs.points:
+            lidar = self._lidar_points(stamp_ns, header.frame_id)
+        estimator = self.processor.estimator
+        if estimator.processing_resolution != p["processing_resolution"]:
+            estimator.processing_resolution = p["processing_resolution"]
+        start = time.monotonic()
+        result = self.processor.process(rgb, stamp_ns * 1e-9, camera=camera,
+                                        lidar_points=lidar, needs=needs)
+        self.stats.inference = time.monotonic() - start
+        for note in result.notes:
+            self._warn(note)
+        if self._closing:
+            return
+        self._publish(header, info, result, needs)
+        self.stats.processed += 1
+        now_ns = self.get_clock().now().nanoseconds
+        self.stats.latency = (now_ns - stamp_ns) * 1e-9
+
+    def _camera(self, info):
+        if info is None:
+            if self._pub["points"].get_subscription_count() or self._clouds.newest_stamp():
+                self._warn("no camera_info matches the image stamp: no cloud or LiDAR fit")
+            return None
+        try:
+            return messages.camera_from_info(info)
+        except E2EDepthError as err:
+            self._warn(f"unusable camera_info: {err}")
+            return None
+
+    def _lidar_points(self, stamp_ns: int, camera_frame: str) -> np.ndarray | None:
+        cloud = self._clouds.match(stamp_ns, int(self._params["lidar_tolerance"] * 1e9))
+        if cloud is None:
+            return None
+        try:
+            points = messages.pointcloud_to_xyz(cloud)
+        except E2EDepthError as err:
+            self._warn(f"unusable LiDAR cloud: {err}")
+            return None
+        transform = self._lidar_transform(cloud.header, camera_frame)
+        if transform is None:
+            return None
+        rotation, translation = transform
+        return transform_points(points, rotation, translation).astype(np.float32)
+
+    def _lidar_transform(self, cloud_header, camera_frame: str):
+        """(R, t) taking LiDAR points into the camera optical frame, or None (warned)."""
+        lidar_frame = cloud_header.frame_id
+        if lidar_frame == camera_frame:
+            return np.eye(3), np.zeros(3)
+        if self._tf_buffer is not None:
+            try:
+                tf = self._tf_buffer.lookup_transform(
+                    camera_frame, lidar_frame, rclpy.time.Time.from_msg(cloud_header.stamp))
+                q, t = tf.transform.rotation, tf.transform.translation
+                return quaternion_to_matrix(q.x, q.y, q.z, q.w), np.array([t.x, t.y, t.z])
+            except Exception as err:  # noqa: BLE001 - tf2 raises several lookup errors
+                tf_error = f"{type(err).__name__}: {err}"
+        else:
+            tf_error = "tf2 is not installed"
+        p = self._params
+        if p["lidar_extrinsic_frame"] and p["lidar_extrinsic_frame"] == lidar_frame:
+            return (quaternion_to_matrix(*p["lidar_extrinsic_rotation"]),
+                    np.asarray(p["lidar_extrinsic_translation"], dtype=np.float64))
+        self._warn(f"no transform from LiDAR frame '{lidar_frame}' to camera frame "
+                   f"'{camera_frame}' ({tf_error}; static extrinsic is for "
+                   f"'{p['lidar_extrinsic_frame']}'): metric depth needs one")
+        return None
+
+    # -- publishing ---------------------------------------------------------------------
+    def _publish(self, header, info, result, needs: Needs) -> None:
+        p, pub = self._params, self._pub
+        if result.relative is not None:
+            if p["publish_relative"]:
+                pub["relative"].publish(messages.build_image(Image, header, result.relative,
+                                                             "32FC1"))
+            if p["publish_depth_vis"] and pub["depth_vis"].get_subscription_count():
+                vis = messages.colorize_depth(result.relative)
+                pub["depth_vis"].publish(messages.build_image(Image, header, vis, "bgr8"))
+        if result.normals is not None:
+            if p["publish_normals"]:
+                pub["normals"].publish(messages.build_image(Image, header, result.normals,
+                                                            "32FC3"))
+            if p["publish_normals_vis"] and pub["normals_vis"].get_subscription_count():
+                vis = messages.normals_to_rgb8(result.normals)
+                pub["normals_vis"].publish(messages.build_image(Image, header, vis, "rgb8"))
+        if result.metric is not None and p["publish_depth"]:
+            pub["depth"].publish(messages.build_image(Image, header, result.metric, "32FC1"))
+            if info is not None:
+                height, width = result.metric.shape
+                pub["depth_info"].publish(
+                    messages.scaled_camera_info(info, width, height, header=header))
+        if result.points is not None and p["publish_points"]:
+            pub["points"].publish(messages.build_pointcloud(
+                PointCloud2, PointField, header, result.points, rgb=result.points_rgb,
+                normals=result.points_normals))
+
+    # -- diagnostics --------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        s = self.stats
+        start, received, processed = self._window
+        span = max(now - start, 1e-6)
+        self._window = (now, s.received, s.processed)
+        stamp = self.get_clock().now()
+        scale = self.processor.scale_state(stamp.nanoseconds * 1e-9
+                                           if self._last_stamp_ns is None
+                                           else self._last_stamp_ns * 1e-9)
+        cfg = self.processor.config
+        if cfg.fixed_scale > 0:
+            scale_status, level = "fixed", DiagnosticStatus.OK
+        elif scale.status == "ok":
+            scale_status, level = "OK", DiagnosticStatus.OK
+        elif scale.status == "holding":
+            scale_status, level = "WARN holding last fit", DiagnosticStatus.WARN
+        else:
+            scale_status, level = "ERROR no fit: metric outputs stopped", DiagnosticStatus.ERROR
+        est = self.processor.estimator
+        fit = scale.fit
+        values = {
+            "input_rate_hz": f"{(s.received - received) / span:.2f}",
+            "output_rate_hz": f"{(s.processed - processed) / span:.2f}",
+            "latency_s": f"{s.latency:.3f}",
+            "inference_s": f"{s.inference:.3f}",
+            "frames_received": str(s.received),
+            "frames_processed": str(s.processed),
+            "frames_dropped": str(self._slot.dropped),
+            "frames_bad_input": str(s.bad_input),
+            "frames_failed": str(s.failed),
+            "frames_idle": str(s.idle),
+            "depth_model": str(est.model_names.get("depth")),
+            "normals_model": str(est.model_names.get("normals")),
+            "device": str(est.device),
+            "dtype": str(est.dtype).replace("torch.", ""),
+            "processing_resolution": str(est.processing_resolution),
+            "scale_status": scale_status,
+            "scale": f"{scale.scale if scale.scale is not None else cfg.fixed_scale:.6g}",
+            "shift": f"{scale.shift if scale.shift is not None else cfg.fixed_shift:.6g}",
+            "scale_inliers": str(fit.inliers if fit else 0),
+            "scale_rmse_m": f"{fit.rmse if fit else float('nan'):.4g}",
+            "scale_age_s": f"{scale.age if scale.age is not None else float('nan'):.3f}",
+            "scale_message": scale.message,
+            "last_error": s.last_error,
+        }
+        if s.failed and level == DiagnosticStatus.OK:
+            level = DiagnosticStatus.WARN
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_fully_qualified_name()}: depth",
+            message=f"{scale_status}; {values['output_rate_hz']} Hz out",
+            hardware_id=str(est.device),
+            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = stamp.to_msg()
+        self._diagnostics.publish(array)
+
+    def destroy_node(self) -> None:
+        """Stop the worker without waiting for an inference in flight (it is a daemon)."""
+        self._closing = True
+        if hasattr(self, "_worker"):  # a node that failed during start-up has none
+            self._slot.close()
+            self._worker.join(timeout=1.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    try:
+        rclpy.init(args=args if args is not None else sys.argv)
+    except Exception as err:  # noqa: BLE001 - rcl rejects malformed --ros-args this way
+        print(f"{NODE_NAME}: cannot start: bad arguments ({err})", file=sys.stderr)
+        return 2
+    try:
+        node = DepthNode()
+    except (E2EDepthError, ValueError) as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""A real rclpy test rig: a camera/LiDAR publisher and a subscriber to every node output."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from e2e_depth_ros import messages
+from e2e_depth_ros.geometry import PinholeCamera
+
+OUTPUTS = {
+    "depth/relative": Image,
+    "depth/image": Image,
+    "depth/camera_info": CameraInfo,
+    "depth/image_vis": Image,
+    "normals/image": Image,
+    "normals/image_vis": Image,
+    "points": PointCloud2,
+}
+_names = itertools.count()
+
+
+def header(stamp_ns: int, frame_id: str = "camera_optical") -> Header:
+    return Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
+                  frame_id=frame_id)
+
+
+def camera_info(camera: PinholeCamera, stamp_ns: int, frame_id: str = "camera_optical"):
+    info = CameraInfo(header=header(stamp_ns, frame_id), width=camera.width,
+                      height=camera.height, distortion_model="plumb_bob")
+    info.k = [camera.fx, 0.0, camera.cx, 0.0, camera.fy, camera.cy, 0.0, 0.0, 1.0]
+    info.p = camera.projection.ravel().tolist()
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.d = [0.0] * 5
+    return info
+
+
+def lidar_cloud(points: np.ndarray, stamp_ns: int, frame_id: str = "lidar") -> PointCloud2:
+    pts = np.ascontiguousarray(points, dtype=np.float32).reshape(1, -1, 3)
+    return messages.build_pointcloud(PointCloud2, PointField, header(stamp_ns, frame_id), pts)
+
+
+class Rig:
+    """Spins the node under test and a peer node in a background executor."""
+
+    def __init__(self, node_under_test: Node, namespace: str, *, compressed: bool = False):
+        self.node_under_test = node_under_test
+        self.peer = Node(f"rig_{next(_names)}", namespace=namespace)
+        image_type = CompressedImage if compressed else Image
+        self.image_pub = self.peer.create_publisher(
+            image_type, "image/compressed" if compressed else "image", 10)
+        self.info_pub = self.peer.create_publisher(CameraInfo, "camera_info", 10)
+        self.lidar_pub = self.peer.create_publisher(PointCloud2, "points_lidar", 10)
+        self.received: dict[str, list] = {topic: [] for topic in OUTPUTS}
+        self.diagnostics: list = []
+        self._lock = threading.Lock()
+        for topic, msg_type in OUTPUTS.items():
+            self.peer.create_subscription(msg_type, topic, self._collector(topic), 10)
+        self.peer.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(node_under_test)
+        self.executor.add_node(self.peer)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+        name = node_under_test.get_fully_qualified_name()
+        self._diag_name = f"{name}: depth"
+        assert self.wait_for(lambda: self.image_pub.get_subscription_count() > 0
+                             and all(p.get_subscription_count() > 0
+                                     for p in node_under_test._pub.values())), "no discovery"
+
+    def _collector(self, topic):
+        def collect(msg):
+            with self._lock:
+                self.received[topic].append(msg)
+        return collect
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == self._diag_name:
+                with self._lock:
+                    self.diagnostics.append({kv.key: kv.value for kv in status.values}
+                                            | {"_level": status.level,
+                                               "_message": status.message})
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    def stamps(self, topic: str) -> list[int]:
+        with self._lock:
+            return [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+                    for m in self.received[topic]]
+
+    def last(self, topic: str):
+        with self._lock:
+            return self.received[topic][-1] if self.received[topic] else None
+
+    def send(self, rgb: np.ndarray | None, stamp_ns: int, *, camera: PinholeCamera | None = None,
+             lidar: np.ndarray | None = None, lidar_frame: str = "lidar", image=None) -> None:
+        """Publish camera_info and LiDAR first, so they are there when the image is."""
+        if camera is not None:
+            self.info_pub.publish(camera_info(camera, stamp_ns))
+        if lidar is not None:
+            self.lidar_pub.publish(lidar_cloud(lidar, stamp_ns, lidar_frame))
+        if camera is not None or lidar is not None:
+            time.sleep(0.05)
+        if image is None:
+            image = messages.build_image(Image, header(stamp_ns), rgb, "rgb8")
+        self.image_pub.publish(image)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node_under_test.destroy_node()
+        self.peer.destroy_node()
+        self._thread.join(timeout=2.0)
