@@ -138,6 +138,7 @@ class Stats:
         self.latency = float("nan")
         self.inference = float("nan")
         self.last_error = ""
+        self.last_warning = ""
 
 
 class DepthNode(Node):
@@ -247,6 +248,7 @@ class DepthNode(Node):
                                             throttle_duration_sec=THROTTLE_S)
 
     def _warn(self, text: str) -> None:
+        self.stats.last_warning = text
         self.get_logger().warning(text, throttle_duration_sec=THROTTLE_S)
 
     def _decode(self, msg):
@@ -445,6 +447,7 @@ class DepthNode(Node):
             "scale_age_s": f"{scale.age if scale.age is not None else float('nan'):.3f}",
             "scale_message": scale.message,
             "last_error": s.last_error,
+            "last_warning": s.last_warning,
         }
         if s.failed and level == DiagnosticStatus.OK:
             level = DiagnosticStatus.WARN

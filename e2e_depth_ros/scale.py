@@ -274,14 +274,16 @@ class ScaleFilter:
       to the latest of them. An accepted fit in between clears the streak.
     - refused fit (``fit.ok`` False): nothing changes except the status.
 
-    Status "ok" when the latest update was accepted, "holding" when it was refused or
-    rejected (or no update came) while the last accepted fit is at most ``hold_timeout``
-    seconds old, "none" after that. A stamp earlier than the last accepted one (time went
+    Status "ok" when the latest update was accepted at most ``fresh_timeout`` seconds ago
+    (a 10 Hz LiDAR fits every 0.1 s), "holding" when it was refused or rejected (or no
+    update came for longer) while the last accepted fit is at most ``hold_timeout`` seconds
+    old, "none" after that. A stamp earlier than the last accepted one (time went
     back, e.g. a bag looped) resets the filter first.
     """
 
     def __init__(self, *, smoothing: float = 0.3, max_jump: float = 0.5,
-                 jump_confirm: int = 3, hold_timeout: float = 2.0) -> None:
+                 jump_confirm: int = 3, hold_timeout: float = 2.0,
+                 fresh_timeout: float = 0.25) -> None:
         if not 0.0 < smoothing <= 1.0:
             raise ScaleFitError(f"smoothing must be in (0, 1], got {smoothing}")
         if max_jump <= 0 or jump_confirm < 1 or hold_timeout < 0:
@@ -293,6 +295,7 @@ class ScaleFilter:
         self.max_jump = float(max_jump)
         self.jump_confirm = int(jump_confirm)
         self.hold_timeout = float(hold_timeout)
+        self.fresh_timeout = float(fresh_timeout)
         self.reset()
 
     def reset(self) -> None:
@@ -332,9 +335,9 @@ class ScaleFilter:
             return ScaleState("none", None, None, age, self._fit,
                               f"last good fit {age:.1f} s old > hold_timeout "
                               f"{self.hold_timeout} s; {self._note}")
-        status = "ok" if self._latest_accepted else "holding"
-        message = self._note if self._latest_accepted else \
-            f"holding fit from {age:.2f} s ago; {self._note}"
+        fresh = self._latest_accepted and age <= self.fresh_timeout
+        status = "ok" if fresh else "holding"
+        message = self._note if fresh else f"holding fit from {age:.2f} s ago; {self._note}"
         return ScaleState(status, self._scale, self._shift, age, self._fit, message)
 
     def _stale(self, stamp: float) -> bool:

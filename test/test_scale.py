@@ -274,7 +274,8 @@ def test_filter_holds_through_refused_fits_then_reports_none_after_the_timeout()
 def test_filter_state_without_updates_expires_after_the_timeout():
     filt = ScaleFilter(hold_timeout=2.0)
     filt.update(good(2.0), 0.0)
-    assert filt.state(1.0).status == "ok"
+    assert filt.state(0.2).status == "ok"  # within fresh_timeout of the last fit
+    assert filt.state(1.0).status == "holding"
     assert filt.state(2.01).status == "none"
 
 
