@@ -1,0 +1,86 @@
+"""Launch the E2E-FT depth/normals node (SPEC §3), optionally with RViz.
+
+    ros2 launch e2e_depth_ros depth.launch.py image_topic:=/cam/image_raw \
+        camera_info_topic:=/cam/camera_info lidar_topic:=/velodyne_points rviz:=true
+
+Parameters come from ``params_file`` (``config/depth.yaml`` by default); the ``depth_model``,
+``normals_model`` and ``device`` arguments are applied after it, so they win over the file.
+Set ``use_compressed: true`` in the params file to subscribe to ``<image_topic>/compressed``.
+
+RViz cannot remap the topics of its displays, so it runs in the node's namespace and
+``rviz/depth.rviz`` names the outputs relatively (``depth/image_vis``, ``points``, ...).
+Uses only launch APIs present since Humble.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description() -> LaunchDescription:
+    """The node, its arguments, and RViz when ``rviz:=true``."""
+    share = FindPackageShare("e2e_depth_ros")
+    declared = [
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="Namespace of the node and of RViz; empty = root"),
+        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
+                              description="sensor_msgs/Image input; with use_compressed the "
+                                          "node reads <image_topic>/compressed"),
+        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
+                              description="sensor_msgs/CameraInfo of the image"),
+        DeclareLaunchArgument("lidar_topic", default_value="/lidar/points",
+                              description="sensor_msgs/PointCloud2 LiDAR input (optional)"),
+        # Defaults are the published hub ids, as in node.PARAMETERS.
+        DeclareLaunchArgument("depth_model", default_value="GonzaloMG/marigold-e2e-ft-depth",
+                              description="Depth checkpoint: hub id or local folder; "
+                                          "empty disables depth"),
+        DeclareLaunchArgument("normals_model",
+                              default_value="GonzaloMG/marigold-e2e-ft-normals",
+                              description="Normals checkpoint: hub id or local folder; "
+                                          "empty disables normals"),
+        DeclareLaunchArgument("device", default_value="auto",
+                              description="auto, cpu, cuda or cuda:N"),
+        DeclareLaunchArgument("params_file",
+                              default_value=PathJoinSubstitution([share, "config",
+                                                                  "depth.yaml"]),
+                              description="ROS 2 parameters file for the node"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="Start RViz with rviz/depth.rviz"),
+    ]
+    namespace = LaunchConfiguration("namespace")
+    image_topic = LaunchConfiguration("image_topic")
+
+    depth_node = Node(
+        package="e2e_depth_ros",
+        executable="depth_node",
+        name="e2e_depth_node",
+        namespace=namespace,
+        parameters=[
+            LaunchConfiguration("params_file"),
+            # value_type=str keeps '' (disable) and path-like values strings, not YAML.
+            {name: ParameterValue(LaunchConfiguration(name), value_type=str)
+             for name in ("depth_model", "normals_model", "device")},
+        ],
+        remappings=[
+            ("image", image_topic),
+            ("image/compressed", [image_topic, "/compressed"]),
+            ("camera_info", LaunchConfiguration("camera_info_topic")),
+            ("points_lidar", LaunchConfiguration("lidar_topic")),
+        ],
+        output="screen",
+        emulate_tty=True,
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        namespace=namespace,  # the .rviz topics are relative: they follow the node's namespace
+        arguments=["-d", PathJoinSubstitution([share, "rviz", "depth.rviz"])],
+        output="screen",
+        condition=IfCondition(LaunchConfiguration("rviz")),
+    )
+    return LaunchDescription([*declared, depth_node, rviz])

@@ -1,0 +1,238 @@
+"""launch/depth.launch.py, config/depth.yaml and rviz/depth.rviz agree with the node (SPEC §3).
+
+``launch`` and ``rviz2`` are not pip-installable, so the launch file is checked by reading its
+syntax tree (and run for real only where a ROS install provides ``launch``); the params file
+goes through rclpy's own parser in a subprocess.
+"""
+
+import ast
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from rcl_interfaces.msg import ParameterType
+
+from e2e_depth_ros.node import NODE_NAME, PARAMETERS, validate_parameter
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = ROOT / "launch" / "depth.launch.py"
+PARAMS_FILE = ROOT / "config" / "depth.yaml"
+RVIZ_FILE = ROOT / "rviz" / "depth.rviz"
+
+# Other tools pass these by name: renaming one is a breaking change.
+LAUNCH_ARGUMENTS = {"namespace", "image_topic", "camera_info_topic", "lidar_topic",
+                    "depth_model", "normals_model", "device", "params_file", "rviz"}
+REMAPPED_INPUTS = {"image", "image/compressed", "camera_info", "points_lidar"}
+PYTHON_TYPES = {  # declared parameter type -> the YAML value's Python type
+    ParameterType.PARAMETER_DOUBLE: float,
+    ParameterType.PARAMETER_INTEGER: int,
+    ParameterType.PARAMETER_STRING: str,
+    ParameterType.PARAMETER_BOOL: bool,
+    ParameterType.PARAMETER_DOUBLE_ARRAY: list,
+}
+
+
+# -- launch/depth.launch.py -----------------------------------------------------------------
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+
+
+def _keyword(call: ast.Call, name: str):
+    return next((kw.value for kw in call.keywords if kw.arg == name), None)
+
+
+def _literal(node):
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+@pytest.fixture(scope="module")
+def launch_tree() -> ast.Module:
+    return ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
+
+
+@pytest.fixture(scope="module")
+def declared_arguments(launch_tree) -> dict:
+    """Launch argument name -> its default_value node, from DeclareLaunchArgument calls."""
+    declared = {}
+    for call in _calls(launch_tree, "DeclareLaunchArgument"):
+        name = _literal(call.args[0]) if call.args else _literal(_keyword(call, "name"))
+        assert isinstance(name, str), f"line {call.lineno}: argument name is not a literal"
+        assert name not in declared, f"launch argument {name!r} declared twice"
+        declared[name] = _keyword(call, "default_value")
+    return declared
+
+
+def _depth_node_call(launch_tree) -> ast.Call:
+    calls = [call for call in _calls(launch_tree, "Node")
+             if _literal(_keyword(call, "executable")) == "depth_node"]
+    assert len(calls) == 1, "expected exactly one Node(executable='depth_node')"
+    return calls[0]
+
+
+def test_launch_file_declares_every_argument_other_tools_use(declared_arguments):
+    missing = LAUNCH_ARGUMENTS - declared_arguments.keys()
+    assert not missing, f"launch arguments not declared: {sorted(missing)}"
+    for name in LAUNCH_ARGUMENTS:
+        assert declared_arguments[name] is not None, f"{name!r} has no default_value"
+
+
+def test_launch_argument_defaults_match_the_node_parameter_defaults(declared_arguments):
+    for name in ("depth_model", "normals_model", "device"):
+        assert _literal(declared_arguments[name]) == PARAMETERS[name][0], name
+    assert _literal(declared_arguments["namespace"]) == ""
+    assert _literal(declared_arguments["image_topic"]) == "/camera/image_raw"
+    assert _literal(declared_arguments["camera_info_topic"]) == "/camera/camera_info"
+    assert _literal(declared_arguments["lidar_topic"]) == "/lidar/points"
+    assert _literal(declared_arguments["rviz"]) == "false"
+
+
+def test_launch_file_starts_the_node_under_its_name_with_every_input_remapped(launch_tree):
+    call = _depth_node_call(launch_tree)
+    assert _literal(_keyword(call, "package")) == "e2e_depth_ros"
+    assert _literal(_keyword(call, "name")) == NODE_NAME
+    assert _keyword(call, "namespace") is not None
+    remappings = _keyword(call, "remappings")
+    assert isinstance(remappings, ast.List), "remappings should be a literal list of pairs"
+    sources = {_literal(pair.elts[0]) for pair in remappings.elts if isinstance(pair, ast.Tuple)}
+    assert REMAPPED_INPUTS <= sources, f"not remapped: {sorted(REMAPPED_INPUTS - sources)}"
+    assert _keyword(call, "parameters") is not None
+
+
+def test_launch_file_starts_rviz_only_when_asked_with_the_package_config(launch_tree):
+    calls = [call for call in _calls(launch_tree, "Node")
+             if _literal(_keyword(call, "package")) == "rviz2"]
+    assert len(calls) == 1
+    assert _keyword(calls[0], "condition") is not None
+    assert _calls(calls[0], "IfCondition")
+    strings = {_literal(node) for node in ast.walk(calls[0])}
+    assert {"-d", "rviz", "depth.rviz"} <= strings
+    assert RVIZ_FILE.is_file() and PARAMS_FILE.is_file()
+
+
+def test_launch_file_generates_a_launch_description_where_launch_is_installed():
+    pytest.importorskip("launch_ros", reason="launch/launch_ros come from a ROS 2 install, "
+                                             "not pip; the syntax-tree tests above still run")
+    from launch.actions import DeclareLaunchArgument
+    from launch_ros.actions import Node
+
+    spec = importlib.util.spec_from_file_location("depth_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    names = {entity.name for entity in description.entities
+             if isinstance(entity, DeclareLaunchArgument)}
+    assert LAUNCH_ARGUMENTS <= names
+    assert sum(isinstance(entity, Node) for entity in description.entities) == 2
+
+
+# -- config/depth.yaml ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def yaml_parameters() -> dict:
+    document = yaml.safe_load(PARAMS_FILE.read_text())
+    assert list(document) == ["/**"]
+    assert list(document["/**"]) == ["ros__parameters"]
+    return document["/**"]["ros__parameters"]
+
+
+def test_params_file_sets_exactly_the_node_parameters(yaml_parameters):
+    assert set(yaml_parameters) == set(PARAMETERS), (
+        f"missing: {sorted(set(PARAMETERS) - set(yaml_parameters))}, "
+        f"unknown: {sorted(set(yaml_parameters) - set(PARAMETERS))}")
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_params_file_value_has_the_declared_type_and_is_in_range(yaml_parameters, name):
+    default, kind, _description, bounds, _read_only = PARAMETERS[name]
+    value = yaml_parameters[name]
+    assert type(value) is PYTHON_TYPES[kind], f"{name}: {value!r} is not {PYTHON_TYPES[kind]}"
+    if kind == ParameterType.PARAMETER_DOUBLE_ARRAY:
+        assert value and all(type(item) is float for item in value), f"{name}: {value!r}"
+        assert len(value) == len(default), name
+    if bounds:
+        assert bounds[0] <= value <= bounds[1], f"{name}: {value!r} outside {bounds}"
+    assert validate_parameter(name, value) is None
+
+
+def test_params_file_comments_every_parameter_and_says_whether_it_is_read_only():
+    lines = PARAMS_FILE.read_text().splitlines()
+    for number, line in enumerate(lines):
+        match = re.match(r"^ {4}(\w+):", line)
+        if not match:
+            continue
+        name = match.group(1)
+        comment = []  # the comment lines right above the key
+        for above in reversed(lines[:number]):
+            if not above.strip().startswith("#") or above.strip().startswith("# ---"):
+                break
+            comment.insert(0, above.strip())
+        text = " ".join(comment)
+        assert text, f"{name} has no comment line"
+        expected = "read-only" if PARAMETERS[name][4] else "run time"
+        assert expected in text, f"{name}: comment should say {expected!r}: {text}"
+
+
+_PARSE_WITH_RCLPY = """
+import json, sys
+import rclpy
+from rclpy.node import Node
+
+rclpy.init(args=["--ros-args", "--params-file", sys.argv[1]])
+try:
+    node = Node(sys.argv[2], automatically_declare_parameters_from_overrides=True)
+    values = {}
+    for name in node.list_parameters([], 0).names:
+        parameter = node.get_parameter(name)
+        value = parameter.value
+        values[name] = [int(parameter.type_.value),
+                        list(value) if not isinstance(value, (str, bool, int, float)) else value]
+    node.destroy_node()
+finally:
+    rclpy.shutdown()
+print(json.dumps(values))
+"""
+
+
+def test_rclpy_parameter_parser_accepts_the_params_file_with_the_declared_types(
+        yaml_parameters):
+    result = subprocess.run([sys.executable, "-c", _PARSE_WITH_RCLPY, str(PARAMS_FILE),
+                             NODE_NAME], env=dict(os.environ), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, (_default, kind, *_rest) in PARAMETERS.items():
+        assert name in parsed, f"rclpy did not load {name}"
+        parsed_kind, parsed_value = parsed[name]
+        assert parsed_kind == kind, f"{name}: rclpy type {parsed_kind}, declared {kind}"
+        assert parsed_value == yaml_parameters[name], name
+
+
+# -- rviz/depth.rviz -----------------------------------------------------------------------
+def test_rviz_config_shows_depth_normals_and_cloud_on_relative_topics():
+    config = yaml.safe_load(RVIZ_FILE.read_text())
+    manager = config["Visualization Manager"]
+    displays = {display["Class"]: [] for display in manager["Displays"]}
+    for display in manager["Displays"]:
+        displays[display["Class"]].append(display)
+    images = {d["Topic"]["Value"] for d in displays["rviz_default_plugins/Image"]}
+    assert images == {"depth/image_vis", "normals/image_vis"}
+    (cloud,) = displays["rviz_default_plugins/PointCloud2"]
+    assert cloud["Topic"]["Value"] == "points"
+    assert cloud["Color Transformer"] == "RGB8"
+    assert "rviz_default_plugins/TF" in displays
+    for display in manager["Displays"]:
+        topic = display.get("Topic")
+        if topic:
+            assert topic["Reliability Policy"] == "Reliable"  # the node publishes reliably
+            assert topic["Durability Policy"] == "Volatile"
+            assert not topic["Value"].startswith("/"), "relative, so a namespace works"
+    assert manager["Global Options"]["Fixed Frame"] == "camera_optical"
+    assert manager["Views"]["Current"]["Class"] == "rviz_default_plugins/Orbit"
+    assert [panel["Class"].split("/")[0] for panel in config["Panels"]] == \
+        ["rviz_common"] * len(config["Panels"])
