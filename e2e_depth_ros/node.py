@@ -137,6 +137,7 @@ class Stats:
         self.received = self.processed = self.failed = self.bad_input = self.idle = 0
         self.latency = float("nan")
         self.inference = float("nan")
+        self.overhead = float("nan")  # seconds per frame spent outside the model
         self.last_error = ""
         self.last_warning = ""
 
@@ -292,6 +293,7 @@ class DepthNode(Node):
         )
 
     def _process(self, msg) -> None:
+        began = time.monotonic()
         header = msg.header
         stamp_ns = stamp_to_ns(header.stamp)
         rgb = self._decode(msg)
@@ -319,6 +321,7 @@ class DepthNode(Node):
         if self._closing:
             return
         self._publish(header, info, result, needs)
+        self.stats.overhead = time.monotonic() - began - self.stats.inference
         self.stats.processed += 1
         now_ns = self.get_clock().now().nanoseconds
         self.stats.latency = (now_ns - stamp_ns) * 1e-9
@@ -428,6 +431,7 @@ class DepthNode(Node):
             "output_rate_hz": f"{(s.processed - processed) / span:.2f}",
             "latency_s": f"{s.latency:.3f}",
             "inference_s": f"{s.inference:.3f}",
+            "overhead_s": f"{s.overhead:.4f}",
             "frames_received": str(s.received),
             "frames_processed": str(s.processed),
             "frames_dropped": str(self._slot.dropped),
