@@ -1,0 +1,889 @@
+"""``demo``: the whole pipeline on a synthetic sequence, through the REAL node, in one command.
+
+    demo [--out DIR] [--tiny | --depth-model M --normals-model M] [--device D]
+         [--processing-resolution N] [--frames N --width W --height H | --bag PATH]
+         [--rate R] [--frame-timeout S] [--startup-timeout S]
+
+1. writes a small sample rosbag2 with ground truth (``synthetic.write_sample_bag``) into
+   DIR/sample, unless ``--bag`` names one;
+2. starts ``python -m e2e_depth_ros.node`` as a child process in namespace /e2e_depth, with
+   the models, device, processing resolution and the LiDAR extrinsic as parameters, and
+   waits until discovery shows its topics (model loading happens before that);
+3. replays the bag's camera_info, LiDAR and image messages with their ORIGINAL headers:
+   lock-step by default (one frame, wait for its depth/relative, the next), or in real
+   time with ``--rate R`` (the node then drops frames it cannot keep up with);
+4. records the node's outputs plus copies of the inputs, ground truth and /tf_static into
+   DIR/recording (MCAP), so the recording is self-contained and replays into RViz;
+5. scores the recording with ``evaluate.evaluate_bag`` into DIR/evaluation and prints the
+   table and the node's last /diagnostics summary.
+
+No ROS install is needed (rclpy from wheels, rosbags for bags). DDS discovery stays on the
+machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID (the environment's, or
+a random one that is printed) are set for this process and the node. Expected failures print
+one line ``demo: error: ...`` and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROG = "demo"
+NAMESPACE = "/e2e_depth"
+NODE_NAME = "e2e_depth_node"  # node.NODE_NAME; not imported, so --help stays instant
+GPU_RESOLUTION = 768  # the paper's processing resolution
+CPU_RESOLUTION = 256  # ~9x fewer pixels: seconds, not minutes, per frame on a CPU
+# The node's outputs the demo records (relative name, ROS 2 message type).
+OUTPUTS = {
+    "depth/relative": "sensor_msgs/msg/Image",
+    "depth/image": "sensor_msgs/msg/Image",
+    "depth/camera_info": "sensor_msgs/msg/CameraInfo",
+    "normals/image": "sensor_msgs/msg/Image",
+    "points": "sensor_msgs/msg/PointCloud2",
+}
+TINY_NOTE = ("TINY RANDOM-WEIGHT checkpoints: the pipeline runs for real, but the predictions "
+             "and scores are MEANINGLESS")
+
+
+class DemoError(Exception):
+    """An expected failure; ``main`` prints it as one line and exits with code 2."""
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topic names of the replayed bag (the sample bag's by default); None = absent."""
+
+    image: str
+    camera_info: str
+    lidar: str | None
+    gt_depth: str | None
+    gt_normals: str | None
+    tf_static: str = "/tf_static"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """What the node subscribes to, in the order a frame is published (image last)."""
+        return tuple(t for t in (self.camera_info, self.lidar, self.image) if t)
+
+    @property
+    def copied(self) -> tuple[str, ...]:
+        """Everything copied into the recording, so it is self-contained."""
+        return tuple(t for t in (self.image, self.camera_info, self.lidar, self.gt_depth,
+                                 self.gt_normals, self.tf_static) if t)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What the node child process is started with."""
+
+    depth_model: str
+    normals_model: str | None
+    device: str
+    resolution: int
+    compressed: bool = False  # the bag's image topic is sensor_msgs/CompressedImage
+    lidar_frame: str | None = None
+    translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    quaternion_xyzw: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass
+class FrameResult:
+    """One replayed image: its header stamp and the publish -> depth/relative round trip."""
+
+    stamp_ns: int
+    round_trip: float | None  # s; None when no output came within the timeout
+
+
+def say(text: str) -> None:
+    """Progress goes to stdout, flushed, so a piped or captured run shows it in order."""
+    print(f"{PROG}: {text}", flush=True)
+
+
+# ----------------------------------------------------------------------- environment
+
+def ros_environment(environ: dict[str, str] | None = None) -> int:
+    """Keep DDS on this machine and pick the domain; must run before rclpy.init.
+
+    The same ``os.environ`` is inherited by the node child process, so both agree.
+    """
+    env = os.environ if environ is None else environ
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; conflicts with the range above
+    domain = env.get("ROS_DOMAIN_ID", "").strip()
+    if not domain.isdigit():
+        domain = str(random.randint(1, 100))
+        env["ROS_DOMAIN_ID"] = domain
+    return int(domain)
+
+
+def choose_resolution(device: str, requested: int | None) -> tuple[str, int, str]:
+    """(device type, processing resolution, why): 768 on CUDA, a CPU-friendly one else."""
+    import torch
+
+    if device == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+    if requested is not None:
+        return kind, requested, "from --processing-resolution"
+    if kind == "cuda":
+        return kind, GPU_RESOLUTION, "the paper's default on CUDA"
+    return kind, CPU_RESOLUTION, (f"CPU-friendly; {GPU_RESOLUTION} on CUDA, or set "
+                                  "--processing-resolution")
+
+
+# ----------------------------------------------------------------------- inputs
+
+def _fresh(path: Path) -> Path:
+    """Remove an output of a previous demo run (only the folders this demo writes)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    return path
+
+
+def prepare_bag(args: argparse.Namespace, out: Path) -> tuple[Path, BagTopics]:
+    """The bag to replay: ``--bag``, or a freshly written synthetic one in DIR/sample."""
+    from e2e_depth_ros.synthetic import DEFAULT_TOPICS
+
+    if args.bag is not None:
+        if not args.bag.exists():
+            raise DemoError(f"--bag {args.bag}: no such rosbag2 folder")
+        topics = BagTopics(args.image_topic, args.camera_info_topic, args.lidar_topic or None,
+                           args.gt_depth_topic or None, args.gt_normals_topic or None)
+        say(f"[1/5] replaying {args.bag}")
+        return args.bag, topics
+    from e2e_depth_ros.synthetic import write_sample_bag
+
+    path = write_sample_bag(_fresh(out / "sample"), n_frames=args.frames, width=args.width,
+                            height=args.height, seed=args.seed)
+    say(f"[1/5] sample sequence: {path} ({args.frames} frames, {args.width}x{args.height}, "
+        "camera + 16-beam LiDAR + ground-truth depth/normals, MCAP)")
+    d = DEFAULT_TOPICS
+    return path, BagTopics(d["image"], d["camera_info"], d["points_lidar"], d["depth_gt"],
+                           d["normals_gt"], d["tf_static"])
+
+
+def lidar_extrinsic(bag: Path, topics: BagTopics, sample: bool
+                    ) -> tuple[str | None, Any | None]:
+    """(LiDAR frame, Extrinsic-like with rotation/translation) for the node's parameters.
+
+    The sample bag's is ``synthetic.default_extrinsic()``; another bag's comes from its
+    /tf_static (image frame <- LiDAR frame), or none (the node then warns, no metric depth).
+    """
+    from e2e_depth_ros.synthetic import LIDAR_FRAME, default_extrinsic
+
+    if topics.lidar is None:
+        return None, None
+    if sample:
+        return LIDAR_FRAME, default_extrinsic()
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    from e2e_depth_ros.tf_static import StaticTransforms
+
+    store, tree, frames = get_typestore(Stores.ROS2_KILTED), StaticTransforms(), {}
+    with Reader(bag) as reader:
+        wanted = [c for c in reader.connections
+                  if c.topic in (topics.image, topics.lidar, topics.tf_static)]
+        for conn, _, raw in reader.messages(connections=wanted):
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == topics.tf_static:
+                tree.add_message(msg)
+            else:
+                frames.setdefault(conn.topic, msg.header.frame_id)
+    image_frame, lidar_frame = frames.get(topics.image), frames.get(topics.lidar)
+    if image_frame is None or lidar_frame is None:
+        return None, None
+    return lidar_frame, tree.lookup(image_frame, lidar_frame)
+
+
+def prepare_models(args: argparse.Namespace, out: Path) -> tuple[str, str | None]:
+    """Model arguments for the node; ``--tiny`` writes random-weight ones to DIR/checkpoints."""
+    if not args.tiny:
+        normals = None if args.normals_model.strip().lower() in ("", "none") else \
+            args.normals_model
+        return args.depth_model, normals
+    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+
+    _quiet_libraries()
+    folders = {}
+    for task in ("depth", "normals"):
+        folder = out / "checkpoints" / task
+        if not (folder / "model_index.json").is_file():
+            make_tiny_checkpoint(folder, task=task)
+        folders[task] = str(folder)
+    say(f"models: {TINY_NOTE} ({out / 'checkpoints'})")
+    return folders["depth"], folders["normals"]
+
+
+def _quiet_libraries() -> None:
+    """No "Writing model shards" bars from the tiny-checkpoint writer in the demo's output."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+# ----------------------------------------------------------------------- the node process
+
+def _float_list(values) -> str:
+    """A YAML list of doubles; fixed notation, so rcl never reads an int or a string."""
+    return "[" + ", ".join(f"{float(v):.12f}" for v in values) + "]"
+
+
+def node_command(settings: NodeSettings, topics: BagTopics) -> list[str]:
+    """``python -m e2e_depth_ros.node --ros-args ...`` in NAMESPACE, inputs remapped."""
+    params = {
+        "depth_model": settings.depth_model,
+        "normals_model": settings.normals_model or '""',
+        "device": settings.device,
+        "processing_resolution": str(settings.resolution),
+        "use_compressed": "true" if settings.compressed else "false",
+    }
+    if settings.lidar_frame:
+        params.update(lidar_extrinsic_frame=settings.lidar_frame,
+                      lidar_extrinsic_translation=_float_list(settings.translation),
+                      lidar_extrinsic_rotation=_float_list(settings.quaternion_xyzw))
+    image = "image/compressed" if settings.compressed else "image"
+    remaps = {"__ns": NAMESPACE, image: topics.image, "camera_info": topics.camera_info}
+    if topics.lidar:
+        remaps["points_lidar"] = topics.lidar
+    argv = [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args"]
+    for name, value in params.items():
+        argv += ["-p", f"{name}:={value}"]
+    for name, value in remaps.items():
+        argv += ["-r", f"{name}:={value}"]
+    return argv
+
+
+class NodeProcess:
+    """The node as a child process; its output goes to a log file the errors point to."""
+
+    def __init__(self, argv: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=dict(os.environ))
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def cannot_start_reason(self) -> str:
+        """The node's ``cannot start: ...`` line (it prints exactly one), else the log tail."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        for line in lines:
+            if "cannot start:" in line:
+                return line.split("cannot start:", 1)[1].strip()
+        tail = [line for line in lines if line.strip()][-1:]
+        return tail[0] if tail else f"exit code {self.proc.returncode}"
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGINT (rclpy shuts down cleanly), then wait, then kill."""
+        try:
+            if self.running():
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=timeout)
+            return self.proc.returncode
+        finally:
+            self._log.close()
+
+
+def _is_hub_id(model: str | None) -> bool:
+    """``owner/name`` that is not a folder here: the estimator downloads those."""
+    return bool(model) and model.count("/") == 1 and not model.startswith((".", "/", "~")) \
+        and not os.path.isdir(model)
+
+
+def startup_failure(node: NodeProcess, settings: NodeSettings) -> DemoError:
+    """One sentence saying what failed and what to run instead."""
+    reason = node.cannot_start_reason()
+    hub = [m for m in (settings.depth_model, settings.normals_model) if _is_hub_id(m)]
+    if hub and ("Hub" in reason or "hub" in reason):
+        return DemoError(
+            f"the published models ({', '.join(hub)}) could not be loaded (no network or hub "
+            "access?); run the demo with local checkpoint folders (demo --depth-model DIR "
+            "--normals-model DIR), or with tiny random-weight ones: `python -m "
+            "e2e_depth_ros.tiny_checkpoint /tmp/tiny_depth --task depth && python -m "
+            "e2e_depth_ros.tiny_checkpoint /tmp/tiny_normals --task normals` then `demo "
+            "--depth-model /tmp/tiny_depth --normals-model /tmp/tiny_normals`, or simply "
+            f"`demo --tiny` (meaningless weights; node log: {node.log_path})")
+    return DemoError(f"the node could not start: {reason} (node log: {node.log_path})")
+
+
+# ----------------------------------------------------------------------- recording
+
+class Recording:
+    """An MCAP rosbag2 written from two threads: replayed inputs and received outputs.
+
+    Bag time is the header stamp for outputs and the source bag time for copies, so the
+    recording replays in sync. rosbags' MCAP reader merges chunks by time, so outputs that
+    arrive after the next frame's inputs still read back in order.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+
+        self.path = path
+        self.counts: dict[str, int] = {}
+        self._typestore = get_typestore(Stores.ROS2_KILTED)  # the rclpy wheels' distro
+        self._writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def add_output(self, topic: str, msgtype: str) -> None:
+        """Register an output topic up front, so the recording lists it even when empty."""
+        with self._lock:
+            self._connections[topic] = self._writer.add_connection(
+                topic, msgtype, typestore=self._typestore)
+            self.counts[topic] = 0
+
+    def copy(self, conn: Any, bag_time: int, raw: bytes) -> None:
+        """A source-bag message as it is: same bytes, definition, QoS and bag time."""
+        with self._lock:
+            if conn.topic not in self._connections:
+                self._connections[conn.topic] = self._writer.add_connection(
+                    conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest,
+                    offered_qos_profiles=conn.ext.offered_qos_profiles)
+                self.counts[conn.topic] = 0
+            self._write(conn.topic, bag_time, raw)
+
+    def write(self, topic: str, stamp_ns: int, raw: bytes) -> None:
+        with self._lock:
+            self._write(topic, stamp_ns, raw)
+
+    def _write(self, topic: str, bag_time: int, raw: bytes) -> None:
+        if self._writer is not None:  # outputs that straggle in after close are dropped
+            self._writer.write(self._connections[topic], bag_time, raw)
+            self.counts[topic] += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+
+# ----------------------------------------------------------------------- the rclpy peer
+
+def _stamp_ns(msg: Any) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def _message_classes() -> dict[str, type]:
+    """ROS type name -> rclpy class for what the demo publishes or records."""
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+    classes = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+               "sensor_msgs/msg/CompressedImage": CompressedImage,
+               "sensor_msgs/msg/PointCloud2": PointCloud2}
+    try:  # only a ROS install has tf2_msgs; the node does not need /tf_static here
+        from tf2_msgs.msg import TFMessage
+        classes["tf2_msgs/msg/TFMessage"] = TFMessage
+    except ImportError:
+        pass
+    return classes
+
+
+class DemoPeer:
+    """A player (bag inputs, original headers) and a recorder (node outputs) in one node."""
+
+    def __init__(self, recording: Recording, input_types: dict[str, str],
+                 tf_static: str, *, normals: bool) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        self.recording = recording
+        self.normals = normals
+        self.node = Node("e2e_depth_demo")
+        classes = _message_classes()
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.publishers = {}
+        for topic, msgtype in input_types.items():
+            if msgtype in classes:
+                self.publishers[topic] = (self.node.create_publisher(
+                    classes[msgtype], topic, latched if topic == tf_static else reliable),
+                    classes[msgtype])
+        self.subscriptions = {}
+        for name, msgtype in OUTPUTS.items():
+            topic = f"{NAMESPACE}/{name}"
+            recording.add_output(topic, msgtype)
+            self.subscriptions[topic] = self.node.create_subscription(
+                classes[msgtype], topic, self._recorder(topic), reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
+                                      10)
+        self.diagnostics: dict[str, str] = {}
+        self.diagnostics_count = 0
+        self._seen: dict[str, set[int]] = {t: set() for t in self.subscriptions}
+        self._cond = threading.Condition()
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _recorder(self, topic: str) -> Callable[[Any], None]:
+        from rclpy.serialization import serialize_message
+
+        def record(msg: Any) -> None:
+            stamp = _stamp_ns(msg)
+            self.recording.write(topic, stamp, serialize_message(msg))
+            with self._cond:
+                self._seen[topic].add(stamp)
+                self._cond.notify_all()
+        return record
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name == f"{NAMESPACE}/{NODE_NAME}: depth":
+                with self._cond:
+                    self.diagnostics = {kv.key: kv.value for kv in status.values}
+                    self.diagnostics["_message"] = status.message
+                    self.diagnostics_count += 1
+                    self._cond.notify_all()
+
+    def connected(self, inputs: tuple[str, ...]) -> bool:
+        """The node's subscriptions see our inputs and its publishers our recorder."""
+        return (all(self.publishers[t][0].get_subscription_count() > 0 for t in inputs
+                    if t in self.publishers)
+                and all(s.get_publisher_count() > 0 for s in self.subscriptions.values()))
+
+    def publish(self, topic: str, raw: bytes) -> Any | None:
+        """Deserialize the bag's CDR bytes into the rclpy class and publish; the message."""
+        from rclpy.serialization import deserialize_message
+
+        if topic not in self.publishers:
+            return None
+        publisher, cls = self.publishers[topic]
+        msg = deserialize_message(raw, cls)
+        publisher.publish(msg)
+        return msg
+
+    def seen(self, topic: str) -> set[int]:
+        """Header stamps (ns) received so far on an output topic."""
+        with self._cond:
+            return set(self._seen[topic])
+
+    def wait_outputs(self, stamp_ns: int, timeout: float, alive: Callable[[], bool]) -> bool:
+        """Until depth/relative (and normals/image when enabled) of this stamp arrived."""
+        wanted = [f"{NAMESPACE}/depth/relative"]
+        if self.normals:
+            wanted.append(f"{NAMESPACE}/normals/image")
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not all(stamp_ns in self._seen[t] for t in wanted):
+                left = deadline - time.monotonic()
+                if left <= 0 or not alive():
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
+    def wait_diagnostics(self, after: int, timeout: float) -> None:
+        """Until a /diagnostics newer than count ``after`` (the node publishes at 1 Hz)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.diagnostics_count > after, timeout)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self._thread.join(timeout=2.0)
+
+
+# ----------------------------------------------------------------------- replay
+
+def wait_ready(peer: DemoPeer, node: NodeProcess, settings: NodeSettings,
+               topics: BagTopics, timeout: float) -> float:
+    """Seconds until discovery shows the node's topics; it creates them after model load."""
+    start = last_note = time.monotonic()
+    while not peer.connected(topics.inputs):
+        if not node.running():
+            raise startup_failure(node, settings)
+        now = time.monotonic()
+        if now - start > timeout:
+            raise DemoError(f"the node did not come up within {timeout:.0f} s (still loading "
+                            f"or downloading models?); raise --startup-timeout, see "
+                            f"{node.log_path}")
+        if now - last_note > 30:
+            say(f"  still loading models ({now - start:.0f} s; first runs download them)")
+            last_note = now
+        time.sleep(0.1)
+    time.sleep(1.0)  # let the node's side of discovery see our recorder too
+    return time.monotonic() - start
+
+
+class Player:
+    """Publishes a bag frame by frame; the image goes last, after its camera_info/LiDAR."""
+
+    def __init__(self, peer: DemoPeer, node: NodeProcess, recording: Recording,
+                 topics: BagTopics, args: argparse.Namespace) -> None:
+        self.peer, self.node, self.recording, self.topics = peer, node, recording, topics
+        self.rate: float | None = args.rate
+        self.frame_timeout: float = args.frame_timeout
+        self.results: list[FrameResult] = []
+        self._clock: tuple[float, int] | None = None  # (wall start, first bag time)
+
+    def _pace(self, bag_time: int) -> None:
+        """Real-time replay (``--rate``): sleep until this message's time comes."""
+        if self.rate is None:
+            return
+        if self._clock is None:
+            self._clock = (time.monotonic(), bag_time)
+        wall, first = self._clock
+        delay = wall + (bag_time - first) * 1e-9 / self.rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def run(self, reader: Any) -> list[FrameResult]:
+        """Copy every wanted message into the recording and publish the node's inputs."""
+        wanted = [c for c in reader.connections if c.topic in self.topics.copied]
+        pending: tuple[int, bytes] | None = None
+        for conn, bag_time, raw in reader.messages(connections=wanted):
+            if pending is not None and bag_time > pending[0]:
+                self._send_image(*pending)
+                pending = None
+            self.recording.copy(conn, bag_time, raw)
+            if conn.topic == self.topics.image:
+                pending = (bag_time, raw)
+            elif conn.topic in (*self.topics.inputs, self.topics.tf_static):
+                self._pace(bag_time)
+                self.peer.publish(conn.topic, raw)
+        if pending is not None:
+            self._send_image(*pending)
+        if self.rate is not None and self.results:
+            self._wait_last()
+        time.sleep(0.5)  # the last frame's metric outputs follow its depth/relative
+        return self.results
+
+    def _send_image(self, bag_time: int, raw: bytes) -> None:
+        self._pace(bag_time)
+        if self.rate is None:
+            time.sleep(0.05)  # camera_info and LiDAR reach the node before the image
+        sent = time.monotonic()
+        msg = self.peer.publish(self.topics.image, raw)
+        result = FrameResult(_stamp_ns(msg), None)
+        self.results.append(result)
+        if self.rate is None:
+            if self.peer.wait_outputs(result.stamp_ns, self.frame_timeout, self.node.running):
+                result.round_trip = time.monotonic() - sent
+            self._report(result)
+
+    def _report(self, result: FrameResult) -> None:
+        if not self.node.running():
+            raise DemoError(f"the node exited (code {self.node.proc.returncode}) during the "
+                            f"replay; see {self.node.log_path}")
+        n, stamp = len(self.results), result.stamp_ns * 1e-9
+        if result.round_trip is None:
+            say(f"  frame {n}: stamp {stamp:.3f}: no output within {self.frame_timeout:.0f} s "
+                "(raise --frame-timeout)")
+        else:
+            say(f"  frame {n}: stamp {stamp:.3f} -> outputs in {result.round_trip:.2f} s")
+
+    def _wait_last(self) -> None:
+        """Real time: the node keeps the newest frame, so the last image is always processed."""
+        last = self.results[-1]
+        sent = time.monotonic()
+        if self.peer.wait_outputs(last.stamp_ns, self.frame_timeout, self.node.running):
+            last.round_trip = time.monotonic() - sent
+        seen = self.peer.seen(f"{NAMESPACE}/depth/relative")
+        for result in self.results:
+            if result.stamp_ns in seen and result.round_trip is None:
+                result.round_trip = float("nan")  # processed; round trip not measured
+        done = sum(r.round_trip is not None for r in self.results)
+        say(f"  real time x{self.rate}: {done} of {len(self.results)} frames processed "
+            "(the node drops frames it cannot keep up with)")
+
+
+# ----------------------------------------------------------------------- evaluation / report
+
+def evaluate_recording(recording: Path, topics: BagTopics, counts: dict[str, int],
+                       out: Path) -> list[Any]:
+    """Score the recorded relative depth (LiDAR scale recovered as the node does), and the
+    node's own metric depth/image when it published any. Returns the EvalResults."""
+    from e2e_depth_ros.evaluate import EvalOptions, EvalTopics, evaluate_bag, summary_lines
+
+    if topics.gt_depth is None:
+        say("[5/5] no ground-truth depth topic: evaluation skipped")
+        return []
+    normals = f"{NAMESPACE}/normals/image"
+    base = EvalTopics(image=topics.image, camera_info=topics.camera_info,
+                      gt_depth=topics.gt_depth, gt_normals=topics.gt_normals,
+                      lidar=topics.lidar, pred=f"{NAMESPACE}/depth/relative",
+                      pred_normals=normals if counts.get(normals) and topics.gt_normals
+                      else None, tf_static=topics.tf_static)
+    runs = [("recorded depth/relative, LiDAR scale recovered as the node does", base,
+             EvalOptions(pred_is_metric=False, progress=False), out)]
+    metric = f"{NAMESPACE}/depth/image"
+    if counts.get(metric):
+        runs.append((f"the node's metric {metric}",
+                     EvalTopics(image=topics.image, camera_info=topics.camera_info,
+                                gt_depth=topics.gt_depth, pred=metric,
+                                tf_static=topics.tf_static),
+                     EvalOptions(pred_is_metric=True, progress=False), out / "published_metric"))
+    else:
+        say(f"  (no {metric}: the node had no LiDAR scale fit, so nothing metric to score)")
+    results = []
+    for title, eval_topics, options, folder in runs:
+        result = evaluate_bag(recording, eval_topics, out_dir=folder, options=options)
+        say(f"{'[5/5]' if not results else '     '} evaluation of {title}:")
+        print("\n".join("    " + line for line in summary_lines(result)), flush=True)
+        say("  wrote " + ", ".join(str(folder / Path(p).name) if not Path(p).is_absolute()
+                                   else p for p in result.files.values()))
+        results.append(result)
+    return results
+
+
+def _latency(value: str | None) -> str:
+    """The node's latency is its clock minus the image stamp: years for an old bag."""
+    try:
+        seconds = float(value or "nan")
+    except ValueError:
+        return str(value)
+    if abs(seconds) < 3600:
+        return f"{seconds:.3f} s (node clock minus image stamp)"
+    return f"not meaningful here ({seconds:.3g} s: the replayed stamps are old)"
+
+
+def print_diagnostics(peer: DemoPeer, frames: list[FrameResult]) -> None:
+    """The node's last /diagnostics (counts, timing, scale), plus the round trips we saw."""
+    d = peer.diagnostics
+    if not d:
+        say("no /diagnostics from the node were received")
+        return
+    trips = sorted(r.round_trip for r in frames if r.round_trip is not None
+                   and r.round_trip == r.round_trip)
+    trip = f"{trips[len(trips) // 2]:.2f} s median" if trips else "-"
+    say(f"node diagnostics ({d.get('_message', '')}):")
+    lines = [
+        f"model {d.get('depth_model')} + {d.get('normals_model')} on {d.get('device')} "
+        f"({d.get('dtype')}), processing resolution {d.get('processing_resolution')}",
+        f"frames received {d.get('frames_received')}, processed {d.get('frames_processed')}, "
+        f"dropped {d.get('frames_dropped')}, failed {d.get('frames_failed')}, "
+        f"bad input {d.get('frames_bad_input')}",
+        f"rates in {d.get('input_rate_hz')} Hz / out {d.get('output_rate_hz')} Hz (last 1 s "
+        f"window), inference {d.get('inference_s')} s, image -> outputs round trip {trip}",
+        f"latency {_latency(d.get('latency_s'))}",
+        f"scale: {d.get('scale_status')}, s = {d.get('scale')}, t = {d.get('shift')} m, "
+        f"inliers {d.get('scale_inliers')}, rmse {d.get('scale_rmse_m')} m, "
+        f"age {d.get('scale_age_s')} s",
+    ]
+    for key in ("scale_message", "last_warning", "last_error"):
+        if d.get(key):
+            lines.append(f"{key.replace('_', ' ')}: {d[key]}")
+    print("\n".join("    " + line for line in lines), flush=True)
+
+
+# ----------------------------------------------------------------------- command line
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line ``demo: error: ...`` and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from e2e_depth_ros.synthetic import DEFAULT_TOPICS as T
+
+    p = _Parser(prog=PROG, description="Sample bag -> the real depth node -> recording -> "
+                "evaluation, in one command (no ROS install needed).")
+    p.add_argument("--out", type=Path, default=Path("demo_output"),
+                   help="output folder (default ./demo_output); sample/, recording/, "
+                   "evaluation/ and node.log in it are replaced")
+    m = p.add_argument_group("models")
+    m.add_argument("--depth-model", default="GonzaloMG/marigold-e2e-ft-depth",
+                   help="hub id or local checkpoint folder")
+    m.add_argument("--normals-model", default="GonzaloMG/marigold-e2e-ft-normals",
+                   help="hub id or local folder; 'none' disables normals")
+    m.add_argument("--tiny", action="store_true", help="generate tiny random-weight "
+                   "checkpoints into DIR/checkpoints and use them (meaningless predictions)")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    m.add_argument("--processing-resolution", type=int, default=None,
+                   help=f"default {GPU_RESOLUTION} on CUDA, {CPU_RESOLUTION} on CPU")
+    s = p.add_argument_group("sample sequence (when no --bag)")
+    s.add_argument("--frames", type=int, default=8)
+    s.add_argument("--width", type=int, default=160)
+    s.add_argument("--height", type=int, default=120)
+    s.add_argument("--seed", type=int, default=0)
+    b = p.add_argument_group("your own bag")
+    b.add_argument("--bag", type=Path, default=None, help="rosbag2 folder to replay instead")
+    b.add_argument("--image-topic", default=T["image"])
+    b.add_argument("--camera-info-topic", default=T["camera_info"])
+    b.add_argument("--lidar-topic", default=T["points_lidar"], help="'' for none")
+    b.add_argument("--gt-depth-topic", default=T["depth_gt"], help="'' for none")
+    b.add_argument("--gt-normals-topic", default=T["normals_gt"], help="'' for none")
+    r = p.add_argument_group("replay")
+    r.add_argument("--rate", type=float, default=None, help="real-time replay at this speed "
+                   "factor instead of lock-step (the node may drop frames)")
+    r.add_argument("--frame-timeout", type=float, default=300.0,
+                   help="seconds to wait for a frame's outputs (default 300)")
+    r.add_argument("--startup-timeout", type=float, default=1800.0,
+                   help="seconds to wait for the node to load (download) models")
+    return p
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Values argparse cannot check alone, each named with what was received."""
+    defaults = parser.parse_args([])
+    if args.tiny and (args.depth_model != defaults.depth_model
+                      or args.normals_model != defaults.normals_model):
+        parser.error("--tiny makes its own checkpoints; leave out --depth-model/--normals-model")
+    if args.frames < 1 or args.width < 16 or args.height < 16:
+        parser.error(f"need --frames >= 1 and an image of at least 16x16, got {args.frames} "
+                     f"frames of {args.width}x{args.height}")
+    if args.processing_resolution is not None and args.processing_resolution < 0:
+        parser.error(f"--processing-resolution must be >= 0, got {args.processing_resolution}")
+    if args.rate is not None and not args.rate > 0:
+        parser.error(f"--rate must be > 0, got {args.rate}")
+    if not (args.frame_timeout > 0 and args.startup_timeout > 0):
+        parser.error("--frame-timeout and --startup-timeout must be > 0")
+
+
+def inspect_bag(bag: Path, topics: BagTopics) -> tuple[BagTopics, dict[str, str]]:
+    """Topics as present in the bag (absent optional ones become None) and their types."""
+    from rosbags.rosbag2 import Reader, ReaderError
+
+    try:
+        with Reader(bag) as reader:
+            types = {c.topic: c.msgtype for c in reader.connections}
+    except (ReaderError, OSError, ValueError, KeyError) as err:
+        raise DemoError(f"{bag}: cannot be read as a rosbag2 ({err})") from err
+    missing = [t for t in (topics.image, topics.camera_info) if t not in types]
+    if missing:
+        raise DemoError(f"{bag}: no topic {', '.join(missing)} (topics: "
+                        f"{', '.join(sorted(types))})")
+    present = {name: (value if value in types else None)
+               for name in ("lidar", "gt_depth", "gt_normals")
+               for value in [getattr(topics, name)]}
+    return dataclasses.replace(topics, **present), types
+
+
+def node_settings(args: argparse.Namespace, out: Path, bag: Path, topics: BagTopics,
+                  types: dict[str, str]) -> NodeSettings:
+    """Models, device, resolution and LiDAR extrinsic for the node, each printed."""
+    depth_model, normals_model = prepare_models(args, out)
+    kind, resolution, why = choose_resolution(args.device, args.processing_resolution)
+    say(f"device {args.device} ({kind}): processing resolution {resolution} ({why})")
+    compressed = types[topics.image] == "sensor_msgs/msg/CompressedImage"
+    settings = NodeSettings(depth_model, normals_model, args.device, resolution, compressed)
+    lidar_frame, extrinsic = lidar_extrinsic(bag, topics, sample=args.bag is None)
+    if extrinsic is None:
+        if topics.lidar:
+            say(f"no /tf_static path from the LiDAR to the camera in {bag}: no metric depth")
+        return settings
+    from e2e_depth_ros.synthetic import matrix_to_quaternion
+
+    translation = tuple(float(v) for v in extrinsic.translation)
+    quaternion = matrix_to_quaternion(extrinsic.rotation)
+    say(f"LiDAR extrinsic ({lidar_frame} -> camera optical frame): t = "
+        f"[{', '.join(f'{v:.3f}' for v in translation)}] m, q = "
+        f"[{', '.join(f'{v:.4f}' for v in quaternion)}]")
+    return dataclasses.replace(settings, lidar_frame=lidar_frame, translation=translation,
+                               quaternion_xyzw=quaternion)
+
+
+def replay_and_record(args: argparse.Namespace, bag: Path, topics: BagTopics,
+                      types: dict[str, str], settings: NodeSettings, node: NodeProcess,
+                      recording: Recording) -> tuple[DemoPeer, list[FrameResult]]:
+    """Steps 2-4 inside one rclpy context: wait for the node, replay, record."""
+    from rosbags.rosbag2 import Reader
+
+    published = {t: types[t] for t in (*topics.inputs, topics.tf_static) if t in types}
+    peer = DemoPeer(recording, published, topics.tf_static,
+                    normals=settings.normals_model is not None)
+    try:
+        ready = wait_ready(peer, node, settings, topics, args.startup_timeout)
+        mode = "lock-step" if args.rate is None else f"real time x{args.rate}"
+        say(f"  node ready after {ready:.1f} s; [3/5] replaying ({mode}) with the original "
+            "headers")
+        with Reader(bag) as reader:
+            frames = Player(peer, node, recording, topics, args).run(reader)
+        peer.wait_diagnostics(peer.diagnostics_count, timeout=2.5)  # counts after the end
+    except BaseException:
+        peer.close()
+        raise
+    return peer, frames
+
+
+def run(args: argparse.Namespace) -> int:
+    """The five steps; the node is stopped and the recording closed whatever happens."""
+    import rclpy
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    domain = ros_environment()
+    say(f"ROS_DOMAIN_ID={domain}, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (DDS stays on "
+        "this machine; use the same domain to watch live)")
+    bag, topics = prepare_bag(args, out)
+    topics, types = inspect_bag(bag, topics)
+    settings = node_settings(args, out, bag, topics, types)
+    recording = Recording(_fresh(out / "recording"))
+    node = NodeProcess(node_command(settings, topics), out / "node.log")
+    say(f"[2/5] starting the node: depth={settings.depth_model} "
+        f"normals={settings.normals_model or 'off'} (log: {node.log_path})")
+    rclpy.init(args=[])
+    peer = None
+    try:
+        peer, frames = replay_and_record(args, bag, topics, types, settings, node, recording)
+        recording.close()
+        say(f"[4/5] recording: {recording.path} (MCAP; " + ", ".join(
+            f"{t} {n}" for t, n in recording.counts.items()) + ")")
+        if not any(r.round_trip is not None for r in frames):
+            raise DemoError(f"no frame produced outputs; see {node.log_path}")
+        evaluate_recording(recording.path, topics, recording.counts, out / "evaluation")
+        print_diagnostics(peer, frames)
+        say(f"replay it: ros2 bag play {recording.path} --loop, and rviz2 -d rviz/depth.rviz "
+            f"--ros-args -r __ns:={NAMESPACE} (fixed frame: the image's frame_id)")
+        if args.tiny:
+            say(f"reminder: {TINY_NOTE}")
+        return 0
+    finally:
+        recording.close()
+        node.stop()
+        if peer is not None:
+            peer.close()
+        rclpy.try_shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``demo``: 0 on success, 2 with one error line on any expected failure."""
+    from e2e_depth_ros.errors import E2EDepthError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    try:
+        return run(args)
+    except (DemoError, E2EDepthError, OSError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

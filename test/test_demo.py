@@ -1,0 +1,106 @@
+"""The demo end to end: sample bag -> the real node (a child process) -> recording -> scores."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from e2e_depth_ros import demo
+from e2e_depth_ros.synthetic import DEFAULT_TOPICS, default_extrinsic, matrix_to_quaternion
+
+# conftest's domain D is in 1..100; D + 50 (mod 100) is too, and never D: no cross-talk
+# between the demo's DDS participants and the in-process node tests'.
+DEMO_DOMAIN = str(1 + (int(os.environ["ROS_DOMAIN_ID"]) + 49) % 100)
+SMALL = ["--frames", "4", "--width", "64", "--height", "48", "--processing-resolution", "64",
+         "--device", "cpu"]
+
+
+def run_demo(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ROS_DOMAIN_ID=DEMO_DOMAIN, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "e2e_depth_ros.demo", *args], env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def read_stamps(bag) -> dict[str, list[int]]:
+    """Header stamps (ns) per topic, in bag order; /tf_static by its transforms' header."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    stamps: dict[str, list[int]] = {}
+    with Reader(bag) as reader:
+        for conn in reader.connections:
+            stamps.setdefault(conn.topic, [])
+        for conn, _, raw in reader.messages():
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            header = msg.transforms[0].header if conn.topic == "/tf_static" else msg.header
+            stamps[conn.topic].append(header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
+    return stamps
+
+
+@pytest.mark.slow
+def test_tiny_demo_runs_end_to_end_and_records_outputs_with_the_sample_headers(tmp_path):
+    out = tmp_path / "demo"
+    done = run_demo("--tiny", "--out", str(out), *SMALL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "MEANINGLESS" in done.stdout and f"ROS_DOMAIN_ID={DEMO_DOMAIN}" in done.stdout
+    assert "Traceback" not in (out / "node.log").read_text()
+
+    sample, recorded = read_stamps(out / "sample"), read_stamps(out / "recording")
+    images = sample[DEFAULT_TOPICS["image"]]
+    assert len(images) == 4
+    for topic in DEFAULT_TOPICS.values():  # inputs, ground truth and /tf_static copied as-is
+        assert recorded[topic] == sample[topic], topic
+    for name in demo.OUTPUTS:  # every output listed, even one the tiny model left empty
+        assert f"{demo.NAMESPACE}/{name}" in recorded
+    assert recorded[f"{demo.NAMESPACE}/depth/relative"] == images  # lock-step: every frame
+    assert recorded[f"{demo.NAMESPACE}/normals/image"] == images
+    for name in ("depth/image", "depth/camera_info", "points"):
+        assert set(recorded[f"{demo.NAMESPACE}/{name}"]) <= set(images)
+
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert metrics["frames"] == 4 and metrics["mode"] == "recorded-relative"
+    assert (out / "evaluation" / "report.md").is_file()
+    assert "AbsRel" in done.stdout and "frames received 4, processed 4" in done.stdout
+
+
+def test_unreachable_hub_models_exit_2_with_one_sentence_on_how_to_run_offline(tmp_path):
+    done = run_demo("--out", str(tmp_path / "demo"), "--frames", "1", "--width", "32",
+                    "--height", "24", "--device", "cpu", env_extra={"HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2
+    assert "Traceback" not in done.stdout + done.stderr
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("demo: error: the published models")
+    for hint in ("tiny_checkpoint /tmp/tiny_depth --task depth",
+                 "--depth-model /tmp/tiny_depth --normals-model /tmp/tiny_normals", "--tiny"):
+        assert hint in errors[0]
+
+
+def test_node_command_passes_models_namespace_remaps_and_the_lidar_extrinsic():
+    extrinsic = default_extrinsic()
+    settings = demo.NodeSettings("/ckpt/depth", None, "cpu", 256, lidar_frame="lidar",
+                                 translation=tuple(extrinsic.translation),
+                                 quaternion_xyzw=matrix_to_quaternion(extrinsic.rotation))
+    topics = demo.BagTopics("/camera/image_raw", "/camera/camera_info", "/lidar/points",
+                            None, None)
+    argv = demo.node_command(settings, topics)
+    assert argv[1:4] == ["-m", "e2e_depth_ros.node", "--ros-args"]
+    pairs = {argv[i + 1] for i in range(len(argv) - 1) if argv[i] in ("-p", "-r")}
+    assert {"depth_model:=/ckpt/depth", 'normals_model:=""', "processing_resolution:=256",
+            "lidar_extrinsic_frame:=lidar", "__ns:=/e2e_depth", "image:=/camera/image_raw",
+            "camera_info:=/camera/camera_info", "points_lidar:=/lidar/points"} <= pairs
+    translation = next(p for p in pairs if p.startswith("lidar_extrinsic_translation:="))
+    values = [float(v) for v in translation.split(":=")[1].strip("[]").split(",")]
+    assert values == pytest.approx(list(extrinsic.translation), abs=1e-12)
+    assert all("." in v for v in translation.split(":=")[1].strip("[]").split(","))
+
+
+def test_tiny_with_an_explicit_model_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--tiny", "--depth-model", "/somewhere"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "demo: error: --tiny makes its own checkpoints; leave out --depth-model/--normals-model")
