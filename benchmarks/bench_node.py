@@ -73,16 +73,19 @@ def bench_cloud(camera: PinholeCamera, repeats: int = 30) -> float:
     return statistics.median(times)
 
 
-def subscribe_only(namespace: str) -> int:
-    """Subscriber process: take every output (reliable, depth 10) until killed."""
+NAV2_OUTPUTS = ("depth/image", "depth/camera_info", "points")
+
+
+def subscribe_only(namespace: str, topics: list[str]) -> int:
+    """Subscriber process: take the given outputs (reliable, depth 10) until killed."""
     from rclpy.node import Node
 
     from rig import OUTPUTS
 
     rclpy.init()
     node = Node("bench_subscriber", namespace=namespace)
-    for topic, msg_type in OUTPUTS.items():
-        node.create_subscription(msg_type, topic, lambda msg: None, 10)
+    for topic in topics:
+        node.create_subscription(OUTPUTS[topic], topic, lambda msg: None, 10)
     try:
         rclpy.spin(node)
     except Exception:  # noqa: BLE001 - killed by the benchmark
@@ -91,14 +94,17 @@ def subscribe_only(namespace: str) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--subscribe-only":
-        return subscribe_only(sys.argv[2])
+    if len(sys.argv) >= 3 and sys.argv[1] == "--subscribe-only":
+        return subscribe_only(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--processing-resolution", type=int, default=64,
                         help="small, so predict does not dominate the run time")
+    parser.add_argument("--outputs", choices=["all", "nav2"], default="all",
+                        help="all 7 outputs subscribed, or what Nav2 uses: depth/image, "
+                        "depth/camera_info, points")
     args = parser.parse_args()
     w, h = args.width, args.height
     camera = PinholeCamera(w, h, fx=0.8 * w, fy=0.78 * w, cx=w / 2 - 0.7, cy=h / 2 + 0.4)
@@ -108,14 +114,22 @@ def main() -> int:
         normals = make_tiny_checkpoint(Path(tmp) / "n", task="normals")
         est = TimedEstimator(Estimator(str(depth), str(normals), device="cpu",
                                        processing_resolution=args.processing_resolution))
-        subscriber = subprocess.Popen([sys.executable, __file__, "--subscribe-only", "/bench"])
+        from rig import OUTPUTS
+
+        topics = list(OUTPUTS) if args.outputs == "all" else list(NAV2_OUTPUTS)
+        subscriber = subprocess.Popen([sys.executable, __file__, "--subscribe-only", "/bench",
+                                       *topics])
         rclpy.init()
         params = [Parameter("fixed_scale", value=2.0),
                   Parameter("processing_resolution", value=args.processing_resolution)]
         node = DepthNode(estimator=est, namespace="/bench", parameter_overrides=params)
         rig = Rig(node, "/bench", subscribe=False)
-        assert rig.wait_for(lambda: all(p.get_subscription_count() > 0
-                                        for p in node._pub.values()), timeout=20)
+        wanted = {"depth/relative": "relative", "depth/image": "depth",
+                  "depth/camera_info": "depth_info", "depth/image_vis": "depth_vis",
+                  "normals/image": "normals", "normals/image_vis": "normals_vis",
+                  "points": "points"}
+        assert rig.wait_for(lambda: all(node._pub[wanted[t]].get_subscription_count() > 0
+                                        for t in topics), timeout=20)
         totals, inside = [], []
         try:
             rng = np.random.default_rng(0)
@@ -142,7 +156,7 @@ def main() -> int:
     overhead = [t - p for t, p in zip(totals, predicts)]
     cloud = bench_cloud(camera)
     print(f"node at {w}x{h}, tiny model at processing_resolution "
-          f"{args.processing_resolution}, {len(totals)} frames, all 7 outputs subscribed")
+          f"{args.processing_resolution}, {len(totals)} frames, subscribed: {', '.join(topics)}")
     print(f"  per frame total (image publish -> outputs published): "
           f"{statistics.median(totals)*1e3:.1f} ms")
     print(f"  Estimator.predict: {statistics.median(predicts)*1e3:.1f} ms")
