@@ -11,6 +11,7 @@ conversions in ``messages``. Every output carries the input image's header uncha
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -472,6 +473,11 @@ class DepthNode(Node):
             self._worker.join(timeout=1.0)
         super().destroy_node()
 
+    @property
+    def inference_in_flight(self) -> bool:
+        """Whether the worker is still inside a model call (it cannot be interrupted)."""
+        return hasattr(self, "_worker") and self._worker.is_alive()
+
 
 def main(args: list[str] | None = None) -> int:
     try:
@@ -492,6 +498,12 @@ def main(args: list[str] | None = None) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+    if node.inference_in_flight:
+        # Interpreter shutdown would tear torch's thread pool down under the running model
+        # (std::terminate, SIGABRT); nothing is left to flush or publish, so leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -268,3 +268,39 @@ def test_node_with_a_missing_model_exits_at_start_with_one_line():
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = [line for line in (proc.stderr + proc.stdout).splitlines() if "cannot start" in line]
     assert len(lines) == 1 and "/nonexistent/model: no such checkpoint folder" in lines[0]
+
+
+def test_sigterm_during_inference_stops_the_node_quickly_and_cleanly(tiny_depth):
+    """A robot's launch system sends SIGTERM; an inference in flight must not hold it up."""
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile
+
+    namespace = f"/term{os.getpid()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args", "-r", f"__ns:={namespace}",
+         "-p", f"depth_model:={tiny_depth}", "-p", "normals_model:=''",
+         "-p", "processing_resolution:=768"],  # a few seconds a frame, even for the tiny model
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peer = Node("term_peer", namespace=namespace)
+    try:
+        image_pub = peer.create_publisher(Image, "image", 10)
+        peer.create_subscription(Image, "depth/relative", lambda msg: None, QoSProfile(depth=1))
+        deadline = time.monotonic() + 60
+        while image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            rclpy.spin_once(peer, timeout_sec=0.1)
+        assert image_pub.get_subscription_count() > 0, "node did not come up"
+        time.sleep(1.0)  # let the node see our depth/relative subscription
+        from e2e_depth_ros import messages
+        image_pub.publish(messages.build_image(Image, header(T0), image(10), "rgb8"))
+        time.sleep(1.0)  # inference is now running
+        start = time.monotonic()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        elapsed = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        peer.destroy_node()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert elapsed < 5.0
