@@ -62,6 +62,8 @@ PARAMETERS = {
     "device": ("auto", _S, "auto, cpu, cuda or cuda:N", None, True),
     "dtype": ("auto", _S, "auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16",
               None, True),
+    "compile": (False, _B, "torch.compile the UNet and VAE (GPU: ~2x faster after warm-up)",
+                None, True),
     "use_compressed": (False, _B, "Subscribe to image/compressed instead of image", None, True),
     "processing_resolution": (768, _I, "Longer image side the model runs at; 0 = native",
                               (0, 4096), False),
@@ -208,7 +210,7 @@ class DepthNode(Node):
         return Estimator(p["depth_model"] or None, p["normals_model"] or None,
                          device=p["device"], dtype=p["dtype"],
                          processing_resolution=p["processing_resolution"],
-                         normals_convention=p["normals_convention"])
+                         normals_convention=p["normals_convention"], compile=p["compile"])
 
     def _processing_config(self) -> ProcessingConfig:
         return ProcessingConfig(**{k: v for k, v in self._params.items() if k in _CONFIG_KEYS})
