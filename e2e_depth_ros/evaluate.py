@@ -12,6 +12,8 @@ The bag is read twice: once for a small index (header stamps and bag times per t
 /tf_static in full), then one frame at a time, so memory does not grow with the bag.
 
 ``evaluate_bag`` is the library entry point (tests, the demo); ``main`` is the command line.
+Reading and writing bags lives in ``bag_io``, the summary, report and plots in ``report``;
+this module pairs frames, runs them through the pipeline and scores them.
 Heavy imports (rosbags, torch, matplotlib) happen inside functions, so ``--help`` is instant.
 Every expected failure is one line ``evaluate: error: ...`` and exit code 2.
 """
@@ -19,21 +21,20 @@ Every expected failure is one line ``evaluate: error: ...`` and exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import shutil
-import sqlite3
-import struct
 import sys
-import tempfile
-import warnings
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from e2e_depth_ros.bag_io import (CAMERA_INFO, COMPRESSED, IMAGE, POINTCLOUD,  # noqa: F401
+                                  TF_MESSAGE, MessageRef, OutputBag, TopicIndex,
+                                  bag_read_errors, check_topics, fetch_message, index_bag,
+                                  open_reader)
 from e2e_depth_ros.errors import BagError, E2EDepthError, MessageError
+from e2e_depth_ros.report import (Sample, render_report,  # noqa: F401 (re-exported)
+                                  summary_lines, write_outputs)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,11 +43,6 @@ if TYPE_CHECKING:
     from e2e_depth_ros.processing import FrameResult, ProcessingConfig
 
 PROG = "evaluate"
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-POINTCLOUD = "sensor_msgs/msg/PointCloud2"
-TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 # Why a frame (or only its normals score) was not scored; every key is always reported.
 SKIP_REASONS = {
     "no_gt_match": "no ground-truth depth within the stamp tolerance",
@@ -60,16 +56,6 @@ SKIP_REASONS = {
     "no_gt_normals_match": "normals only: no ground-truth normals within the tolerance",
     "undecodable_normals": "normals only: ground truth or prediction not 32FC3 / wrong size",
 }
-
-
-def _bag_read_errors() -> tuple[type[BaseException], ...]:
-    """What rosbags raises on a missing, foreign or corrupt bag (not a bug of ours)."""
-    from rosbags.highlevel import AnyReaderError
-    from rosbags.rosbag2 import ReaderError
-    from rosbags.serde import SerdeError
-
-    return (AnyReaderError, ReaderError, SerdeError, OSError, EOFError, sqlite3.Error,
-            struct.error, ValueError, KeyError, IndexError)
 
 
 # ----------------------------------------------------------------------- options / results
@@ -183,152 +169,22 @@ def _num(value: Any) -> Any:
     return value
 
 
-# ----------------------------------------------------------------------- bag index
-
-@dataclass(frozen=True)
-class _Ref:
-    """One message: where it is in the bag (topic, log time) and its header stamp."""
-
-    topic: str
-    bag_time: int
-    stamp_ns: int
-
-
-@dataclass
-class _TopicIndex:
-    """Header stamps of one topic, sorted, with the bag time to fetch each message by."""
-
-    topic: str
-    msgtype: str
-    connections: list[Any]
-    refs: list[_Ref] = field(default_factory=list)
-    frame_id: str = ""  # of the first message
-    undecodable: int = 0
-
-    def finish(self) -> None:
-        self.refs.sort(key=lambda r: (r.stamp_ns, r.bag_time))
-        self._stamps = [r.stamp_ns for r in self.refs]
-
-    def match(self, stamp_ns: int, tolerance_s: float) -> _Ref | None:
-        """The message with exactly this stamp, else the nearest within the tolerance."""
-        stamps = self._stamps
-        i = bisect_left(stamps, stamp_ns)
-        near = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
-        if not near:
-            return None
-        best = min(near, key=lambda j: abs(stamps[j] - stamp_ns))
-        if abs(stamps[best] - stamp_ns) <= round(tolerance_s * 1e9):
-            return self.refs[best]
-        return None
-
-    def span(self) -> str:
-        if not self.refs:
-            return "none"
-        return f"{self.refs[0].stamp_ns * 1e-9:.3f}..{self.refs[-1].stamp_ns * 1e-9:.3f} s"
-
-
-# Types each role accepts; the first is the one named in errors.
-_ROLE_TYPES = {
-    "image": (IMAGE, COMPRESSED),
-    "camera_info": (CAMERA_INFO,),
-    "gt_depth": (IMAGE,),
-    "gt_normals": (IMAGE,),
-    "lidar": (POINTCLOUD,),
-    "pred": (IMAGE,),
-    "pred_normals": (IMAGE,),
-    "tf_static": (TF_MESSAGE,),
-}
-
-
-def _open_reader(bag: Path) -> Any:
-    """An opened AnyReader; every way of failing becomes one BagError naming the path."""
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
-    if not bag.exists():
-        raise BagError(f"{bag}: no such bag (file or directory)")
-    try:
-        reader = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
-        reader.open()
-    except _bag_read_errors() as err:
-        raise BagError(f"{bag}: not a readable rosbag2 (sqlite3 or MCAP) bag: {err}") from err
-    return reader
-
-
-def _check_topics(reader: Any, bag: Path, topics: EvalTopics) -> dict[str, _TopicIndex]:
-    """One index per requested role; missing topics and wrong types are BagErrors."""
-    by_topic: dict[str, list[Any]] = {}
-    for conn in reader.connections:
-        by_topic.setdefault(conn.topic, []).append(conn)
-    available = ", ".join(f"{t} ({c[0].msgtype})" for t, c in sorted(by_topic.items()))
-    indexes = {}
-    for role, expected in _ROLE_TYPES.items():
-        topic = getattr(topics, role)
-        if topic is None:
-            continue
-        if topic not in by_topic:
-            if role == "tf_static":
-                continue  # only needed for LiDAR in another frame; checked there
-            raise BagError(f"{bag}: topic {topic} (--{role.replace('_', '-')}-topic) is not in "
-                           f"the bag; it has: {available or 'no topics'}")
-        msgtype = by_topic[topic][0].msgtype
-        if msgtype not in expected:
-            raise BagError(f"{bag}: topic {topic} has type {msgtype}, expected "
-                           f"{' or '.join(expected)} for --{role.replace('_', '-')}-topic")
-        indexes[role] = _TopicIndex(topic, msgtype, by_topic[topic])
-    return indexes
-
-
-def _index_bag(reader: Any, bag: Path, indexes: dict[str, _TopicIndex]
-               ) -> list[tuple[Any, int, bytes]]:
-    """Fill the indexes with header stamps; returns the /tf_static messages in full."""
-    from e2e_depth_ros.sync import stamp_to_ns
-
-    by_topic: dict[str, list[_TopicIndex]] = {}  # one topic may serve two roles
-    for index in indexes.values():
-        by_topic.setdefault(index.topic, []).append(index)
-    connections = [c for group in by_topic.values() for c in group[0].connections]
-    tf_messages = []
-    try:
-        for conn, bag_time, raw in reader.messages(connections=connections):
-            group = by_topic[conn.topic]
-            if group[0].msgtype == TF_MESSAGE:
-                tf_messages.append((conn, bag_time, bytes(raw)))
-                continue
-            try:
-                header = reader.deserialize(raw, conn.msgtype).header
-            except _bag_read_errors():
-                for index in group:
-                    index.undecodable += 1  # counted as a skip where it matters (images)
-                continue
-            for index in group:
-                index.refs.append(_Ref(conn.topic, bag_time, stamp_to_ns(header.stamp)))
-                if len(index.refs) == 1:
-                    index.frame_id = header.frame_id
-    except _bag_read_errors() as err:
-        raise BagError(f"{bag}: corrupt bag, reading failed ({type(err).__name__}: {err})") \
-            from err
-    for index in indexes.values():
-        index.finish()
-    return tf_messages
-
-
 # ----------------------------------------------------------------------- frame plan
 
 @dataclass(frozen=True)
 class _FramePlan:
     """The messages that belong to one image, found by header stamp (None: no match)."""
 
-    image: _Ref
-    gt_depth: _Ref | None
-    camera_info: _Ref | None
-    lidar: _Ref | None
-    gt_normals: _Ref | None
-    pred: _Ref | None
-    pred_normals: _Ref | None
+    image: MessageRef
+    gt_depth: MessageRef | None
+    camera_info: MessageRef | None
+    lidar: MessageRef | None
+    gt_normals: MessageRef | None
+    pred: MessageRef | None
+    pred_normals: MessageRef | None
 
 
-def _plan_frames(indexes: dict[str, _TopicIndex], options: EvalOptions) -> list[_FramePlan]:
+def _plan_frames(indexes: dict[str, TopicIndex], options: EvalOptions) -> list[_FramePlan]:
     """Every image (first ``max_frames`` by stamp) with its partners."""
     tolerance = {
         "gt_depth": options.stamp_tolerance, "gt_normals": options.stamp_tolerance,
@@ -346,7 +202,7 @@ def _plan_frames(indexes: dict[str, _TopicIndex], options: EvalOptions) -> list[
     return plans
 
 
-def _check_pairs(plans: list[_FramePlan], indexes: dict[str, _TopicIndex], bag: Path,
+def _check_pairs(plans: list[_FramePlan], indexes: dict[str, TopicIndex], bag: Path,
                  options: EvalOptions) -> None:
     """No image with ground truth at all is a mistake to report, not a score of nothing."""
     image, gt = indexes["image"], indexes["gt_depth"]
@@ -360,7 +216,7 @@ def _check_pairs(plans: list[_FramePlan], indexes: dict[str, _TopicIndex], bag: 
             "stamps, try --stamp-tolerance")
 
 
-def _lidar_transform(transforms: Any, indexes: dict[str, _TopicIndex], topics: EvalTopics,
+def _lidar_transform(transforms: Any, indexes: dict[str, TopicIndex], topics: EvalTopics,
                      bag: Path) -> Any:
     """LiDAR frame -> camera frame from /tf_static, checked before any model loads."""
     lidar, image = indexes.get("lidar"), indexes["image"]
@@ -377,18 +233,6 @@ def _lidar_transform(transforms: Any, indexes: dict[str, _TopicIndex], topics: E
 
 
 # ----------------------------------------------------------------------- message decoding
-
-def _fetch(reader: Any, index: _TopicIndex, ref: _Ref) -> tuple[Any, bytes]:
-    """(message, raw CDR) of one indexed message, read by its bag time."""
-    from e2e_depth_ros.sync import stamp_to_ns
-
-    for conn, bag_time, raw in reader.messages(connections=index.connections,
-                                               start=ref.bag_time, stop=ref.bag_time + 1):
-        msg = reader.deserialize(raw, conn.msgtype)
-        if stamp_to_ns(msg.header.stamp) == ref.stamp_ns:
-            return msg, bytes(raw)
-    raise BagError(f"{index.topic}: message at bag time {ref.bag_time} vanished on re-read")
-
 
 def _rgb(msg: Any, msgtype: str) -> np.ndarray:
     from e2e_depth_ros.messages import compressed_to_rgb, image_to_rgb
@@ -431,103 +275,6 @@ def is_metric_topic(topic: str) -> bool:
     return topic.rstrip("/").endswith("depth/image")
 
 
-# ----------------------------------------------------------------------- output bag
-
-_OUTPUTS = {
-    "relative": ("depth/relative", IMAGE),
-    "depth": ("depth/image", IMAGE),
-    "depth_info": ("depth/camera_info", CAMERA_INFO),
-    "normals": ("normals/image", IMAGE),
-    "points": ("points", POINTCLOUD),
-}
-
-
-class _OutputBag:
-    """The node's outputs with the original headers, plus copied inputs, as one MCAP file.
-
-    rosbags writes a rosbag2 folder; its single .mcap is moved to ``path`` (self-describing:
-    schemas and QoS travel inside, so ``ros2 bag play``, Foxglove and rosbags read it).
-    """
-
-    def __init__(self, path: Path, prefix: str) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-        from rosbags.typesys import Stores, get_typestore
-
-        self.path = path
-        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-        self.typestore = get_typestore(Stores.ROS2_HUMBLE)
-        self._tmp = Path(tempfile.mkdtemp(prefix=".out_bag_", dir=path.parent))
-        self._writer = Writer(self._tmp / "bag", version=9, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
-        self._ours: dict[str, Any] = {}
-        self._copies: dict[str, Any] = {}
-
-    def copy(self, conn: Any, bag_time: int, raw: bytes) -> None:
-        """An input message as recorded (same bytes, definition and QoS)."""
-        out = self._copies.get(conn.topic)
-        if out is None:
-            from rosbags.interfaces import MessageDefinitionFormat
-
-            qos = getattr(conn.ext, "offered_qos_profiles", ())
-            if conn.msgdef.data and conn.msgdef.format == MessageDefinitionFormat.MSG:
-                out = self._writer.add_connection(conn.topic, conn.msgtype,
-                                                  msgdef=conn.msgdef.data, rihs01=conn.digest,
-                                                  offered_qos_profiles=qos)
-            else:
-                out = self._writer.add_connection(conn.topic, conn.msgtype,
-                                                  typestore=self.typestore,
-                                                  offered_qos_profiles=qos)
-            self._copies[conn.topic] = out
-        self._writer.write(out, bag_time, raw)
-
-    def _write(self, key: str, bag_time: int, msg: Any) -> None:
-        name, msgtype = _OUTPUTS[key]
-        if key not in self._ours:
-            self._ours[key] = self._writer.add_connection(f"{self.prefix}/{name}", msgtype,
-                                                          typestore=self.typestore)
-        self._writer.write(self._ours[key], bag_time,
-                           self.typestore.serialize_cdr(msg, msgtype))
-
-    def frame(self, bag_time: int, header: Any, info: Any, result: FrameResult) -> None:
-        """What the node publishes for one frame (SPEC §3), stamped with the input header."""
-        from e2e_depth_ros import messages
-
-        types = self.typestore.types
-        image_cls = types[IMAGE]
-        if result.relative is not None:
-            self._write("relative", bag_time,
-                        messages.build_image(image_cls, header, result.relative, "32FC1"))
-        if result.normals is not None:
-            self._write("normals", bag_time,
-                        messages.build_image(image_cls, header, result.normals, "32FC3"))
-        if result.metric is not None:
-            self._write("depth", bag_time,
-                        messages.build_image(image_cls, header, result.metric, "32FC1"))
-            if info is not None:
-                height, width = result.metric.shape
-                self._write("depth_info", bag_time,
-                            messages.scaled_camera_info(info, width, height, header=header))
-        if result.points is not None:
-            self._write("points", bag_time, messages.build_pointcloud(
-                types[POINTCLOUD], types["sensor_msgs/msg/PointField"], header,
-                result.points, rgb=result.points_rgb, normals=result.points_normals))
-
-    def close(self) -> None:
-        """Finish the file and move it into place (replacing an older one)."""
-        self._writer.close()
-        written = next((self._tmp / "bag").glob("*.mcap"))
-        if self.path.is_dir():
-            shutil.rmtree(self.path)
-        written.replace(self.path)
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def abort(self) -> None:
-        try:
-            self._writer.close()
-        finally:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-
-
 # ----------------------------------------------------------------------- the evaluation
 
 @dataclass(frozen=True)
@@ -551,23 +298,12 @@ class _RecordedEstimator:
                          self.next.normals if normals else None)
 
 
-@dataclass
-class _Sample:
-    """Arrays of one frame kept for the report's pictures."""
-
-    stamp: float
-    rgb: np.ndarray
-    gt: np.ndarray
-    pred: np.ndarray  # metric: LiDAR-aligned when available, else GT-aligned
-    label: str
-
-
 class _Evaluation:
     """State of one run: the reader, indexes, the processor and the accumulating scores."""
 
     def __init__(self, reader: Any, bag: Path, topics: EvalTopics, options: EvalOptions,
-                 indexes: dict[str, _TopicIndex], lidar_tf: Any, estimator: Any,
-                 out: _OutputBag | None) -> None:
+                 indexes: dict[str, TopicIndex], lidar_tf: Any, estimator: Any,
+                 out: OutputBag | None) -> None:
         from e2e_depth_ros.metrics import NormalErrorAccumulator
         from e2e_depth_ros.processing import FrameProcessor, Needs, ProcessingConfig
 
@@ -588,7 +324,7 @@ class _Evaluation:
         self.depth_gt: list[DepthMetrics] = []
         self.depth_lidar: list[DepthMetrics] = []
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
-        self.samples: list[_Sample] = []
+        self.samples: list[Sample] = []
         self.sample_at: set[int] = set()
         self.notes: dict[str, int] = {}
 
@@ -598,15 +334,15 @@ class _Evaluation:
             return "model"
         return "recorded-metric" if self.metric_pred else "recorded-relative"
 
-    def _message(self, role: str, ref: _Ref) -> tuple[Any, bytes]:
+    def _message(self, role: str, ref: MessageRef) -> tuple[Any, bytes]:
         """(message, raw) of one frame's partner; unreadable bytes become a BagError."""
         try:
-            return _fetch(self.reader, self.indexes[role], ref)
-        except _bag_read_errors() as err:
+            return fetch_message(self.reader, self.indexes[role], ref)
+        except bag_read_errors() as err:
             raise BagError(f"{self.bag}: {ref.topic} at bag time {ref.bag_time}: cannot be "
                            f"read ({type(err).__name__}: {err})") from err
 
-    def _decoded(self, role: str, ref: _Ref | None, decode: Callable[[Any], Any],
+    def _decoded(self, role: str, ref: MessageRef | None, decode: Callable[[Any], Any],
                  reason: str) -> Any:
         """Decoded array of a partner message, or None with the skip counted."""
         if ref is None:
@@ -731,7 +467,7 @@ class _Evaluation:
             label = "LiDAR-aligned" if result.metric is not None else "GT-aligned"
             if self.metric_pred:
                 label = "recorded metric"
-            self.samples.append(_Sample(score.stamp, rgb, gt, pred, label))
+            self.samples.append(Sample(score.stamp, rgb, gt, pred, label))
 
     def _frame_score(self, plan: _FramePlan, aligned: DepthMetrics, s: float, t: float,
                      lidar: DepthMetrics | None, result: FrameResult) -> FrameScore:
@@ -814,7 +550,7 @@ def evaluate_bag(
         raise ValueError("give an estimator (or make_estimator), or topics.pred to score "
                          "recorded predictions")
     out_dir = Path(out_dir)
-    reader = _open_reader(bag)
+    reader = open_reader(bag)
     try:
         return _evaluate_open(reader, bag, topics, estimator, make_estimator, out_dir, options)
     finally:
@@ -826,8 +562,8 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
                    options: EvalOptions) -> EvalResult:
     from e2e_depth_ros.tf_static import StaticTransforms
 
-    indexes = _check_topics(reader, bag, topics)
-    tf_messages = _index_bag(reader, bag, indexes)
+    indexes = check_topics(reader, bag, topics)
+    tf_messages = index_bag(reader, bag, indexes)
     plans = _plan_frames(indexes, options)
     _check_pairs(plans, indexes, bag, options)
     if topics.pred is not None and not any(p.pred for p in plans):
@@ -837,7 +573,7 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
     try:
         for conn, _, raw in tf_messages:
             transforms.add_message(reader.deserialize(raw, conn.msgtype))
-    except _bag_read_errors() as err:
+    except bag_read_errors() as err:
         raise BagError(f"{bag}: {topics.tf_static} cannot be read ({err})") from err
     lidar_tf = _lidar_transform(transforms, indexes, topics, bag)
     if topics.pred is None and estimator is None:
@@ -845,7 +581,7 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
     out_dir.mkdir(parents=True, exist_ok=True)
     out = None
     if options.write_bag and topics.pred is None:
-        out = _OutputBag(out_dir / "out.mcap", options.output_prefix)
+        out = OutputBag(out_dir / "out.mcap", options.output_prefix)
     ev = _Evaluation(reader, bag, topics, options, indexes, lidar_tf,
                      None if topics.pred is not None else estimator, out)
     ev.sample_at = _sample_indices(len(plans))
@@ -863,7 +599,7 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
     if out is not None:
         out.close()
     result = ev.result(len(plans))
-    _write_outputs(result, ev.samples, out_dir, options, out)
+    write_outputs(result, ev.samples, out_dir, options, out)
     return result
 
 
@@ -872,178 +608,6 @@ def _progress(plans: list[_FramePlan], enabled: bool) -> Iterator[_FramePlan]:
 
     return iter(tqdm(plans, desc=PROG, unit="frame", file=sys.stderr, disable=not enabled,
                      dynamic_ncols=True))
-
-
-# ----------------------------------------------------------------------- report
-
-def _write_outputs(result: EvalResult, samples: list[_Sample], out_dir: Path,
-                   options: EvalOptions, out: _OutputBag | None) -> None:
-    if out is not None:
-        result.files["bag"] = str(out.path)
-    if options.write_report:
-        plots = _plots(result, samples, out_dir)
-        result.files.update({name: str(out_dir / file) for name, file in plots.items()})
-        report = out_dir / "report.md"
-        report.write_text(render_report(result, plots))
-        result.files["report"] = str(report)
-    metrics = out_dir / "metrics.json"
-    result.files["metrics"] = str(metrics)
-    metrics.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-
-
-def _figure(width: float, height: float) -> Any:
-    """A pyplot-free Agg figure: no global backend switch, safe in any process."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _plots(result: EvalResult, samples: list[_Sample], out_dir: Path) -> dict[str, str]:
-    """Write the report's PNGs; returns {name: file name relative to out_dir}."""
-    plots = {}
-    if result.per_frame:
-        plots["errors_over_time"] = _plot_errors(result, out_dir / "errors_over_time.png")
-    if any(s.scale is not None for s in result.per_frame):
-        plots["scale_over_time"] = _plot_scale(result, out_dir / "scale_over_time.png")
-    if samples:
-        t0 = result.per_frame[0].stamp
-        plots["frames"] = _plot_samples(samples, t0, out_dir / "frames.png")
-    return plots
-
-
-def _times(result: EvalResult) -> list[float]:
-    t0 = result.per_frame[0].stamp
-    return [s.stamp - t0 for s in result.per_frame]
-
-
-def _series(result: EvalResult, name: str) -> list[float]:
-    return [float("nan") if getattr(s, name) is None else getattr(s, name)
-            for s in result.per_frame]
-
-
-def _plot_errors(result: EvalResult, path: Path) -> str:
-    fig = _figure(8, 5)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    t = _times(result)
-    top.plot(t, _series(result, "abs_rel"), "o-", label="GT-aligned (best affine)")
-    bottom.plot(t, _series(result, "delta1"), "o-", label="GT-aligned (best affine)")
-    if result.depth_lidar_aligned is not None:
-        label = "as published (LiDAR scale)" if result.mode != "recorded-metric" \
-            else "recorded metric"
-        top.plot(t, _series(result, "lidar_abs_rel"), "s-", label=label)
-        bottom.plot(t, _series(result, "lidar_delta1"), "s-", label=label)
-    top.set_ylabel("AbsRel")
-    bottom.set_ylabel("delta1 (fraction)")
-    bottom.set_xlabel("time since first scored frame (s)")
-    top.legend()
-    top.grid(alpha=0.3)
-    bottom.grid(alpha=0.3)
-    fig.savefig(path)
-    return path.name
-
-
-def _plot_scale(result: EvalResult, path: Path) -> str:
-    fig = _figure(8, 5)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    t = _times(result)
-    top.plot(t, _series(result, "scale"), "s-", label="LiDAR filter (published)")
-    top.plot(t, _series(result, "best_scale"), "o--", label="best possible (GT fit)")
-    bottom.plot(t, _series(result, "shift"), "s-", label="LiDAR filter (published)")
-    bottom.plot(t, _series(result, "best_shift"), "o--", label="best possible (GT fit)")
-    top.set_ylabel("scale (m per unit)")
-    bottom.set_ylabel("shift (m)")
-    bottom.set_xlabel("time since first scored frame (s)")
-    top.legend()
-    top.grid(alpha=0.3)
-    bottom.grid(alpha=0.3)
-    fig.savefig(path)
-    return path.name
-
-
-def _plot_samples(samples: list[_Sample], t0: float, path: Path) -> str:
-    import numpy as np
-
-    fig = _figure(13, 2.8 * len(samples))
-    axes = np.atleast_2d(fig.subplots(len(samples), 4))
-    for row, sample in zip(axes, samples):
-        valid = np.isfinite(sample.gt) & (sample.gt > 0)
-        lo, hi = (np.percentile(sample.gt[valid], [2, 98]) if valid.any() else (0.0, 1.0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            error = np.where(valid, np.abs(sample.pred - sample.gt) / sample.gt, np.nan)
-        row[0].imshow(sample.rgb)
-        row[0].set_title(f"image, t = {sample.stamp - t0:.2f} s")
-        row[1].imshow(sample.gt, cmap="turbo_r", vmin=lo, vmax=hi)
-        row[1].set_title("ground truth (m)")
-        shown = row[2].imshow(sample.pred, cmap="turbo_r", vmin=lo, vmax=hi)
-        row[2].set_title(f"prediction, {sample.label} (m)")
-        fig.colorbar(shown, ax=row[1:3], shrink=0.8)
-        err = row[3].imshow(error, cmap="magma", vmin=0.0, vmax=0.5)
-        row[3].set_title("|pred - gt| / gt")
-        fig.colorbar(err, ax=row[3], shrink=0.8)
-        for ax in row:
-            ax.set_axis_off()
-    fig.savefig(path)
-    return path.name
-
-
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None or not math.isfinite(value) else format(value, spec)
-
-
-def summary_lines(result: EvalResult) -> list[str]:
-    """The stdout table: one row per score, then the skips."""
-    lines = [f"{'score':<32}{'AbsRel':>10}{'delta1':>10}{'pixels':>12}"]
-    g = result.depth_gt_aligned
-    lines.append(f"{'depth, GT-aligned (best affine)':<32}{_fmt(g.abs_rel):>10}"
-                 f"{_fmt(g.delta1):>10}{g.valid:>12}")
-    lidar = result.depth_lidar_aligned
-    if lidar is not None:
-        name = "depth, recorded metric" if result.mode == "recorded-metric" \
-            else "depth, LiDAR-aligned (robot)"
-        lines.append(f"{name:<32}{_fmt(lidar.abs_rel):>10}{_fmt(lidar.delta1):>10}"
-                     f"{lidar.valid:>12}   {result.lidar_frames}/{result.frames} frames metric")
-    n = result.normals
-    if n is not None:
-        lines.append(f"normals: mean {_fmt(n.mean, '.2f')} deg, median {_fmt(n.median, '.2f')}"
-                     f" deg, <11.25: {_fmt(n.a11)}, <22.5: {_fmt(n.a22)}, <30: {_fmt(n.a30)}"
-                     f" ({n.valid} pixels)")
-    skips = ", ".join(f"{k} {v}" for k, v in result.skipped.items() if v) or "none"
-    lines.append(f"frames scored: {result.frames} of {result.frames_total}; skipped: {skips}")
-    lines += [f"note ({count} frames): {note}" for note, count in result.notes.items()]
-    return lines
-
-
-def render_report(result: EvalResult, plots: dict[str, str]) -> str:
-    """report.md: the table, the plots and how to read them."""
-    parts = [
-        f"# Evaluation of `{result.bag}`\n",
-        f"Mode: {result.mode}. Fractions, not percent; AbsRel = mean(|p - g| / g), "
-        "delta1 = fraction with max(p/g, g/p) < 1.25 over valid ground-truth pixels.\n",
-        "```", *summary_lines(result), "```\n",
-        "GT-aligned: each frame's relative depth mapped to meters by the least-squares "
-        "scale and shift against its ground truth (the paper's protocol): the best any "
-        "affine map could do. LiDAR-aligned: the metric depth the node publishes, with the "
-        "scale and shift of its LiDAR fit and temporal filter.\n",
-    ]
-    sections = {
-        "errors_over_time": ("Per-frame error over time", ""),
-        "frames": ("A few frames", "Image, ground truth, prediction (meters) and its relative "
-                   "error |p - g| / g; black in the error map: no valid ground truth."),
-        "scale_over_time": ("LiDAR scale over time vs the best possible",
-                            "The GT fit maps relative depth to meters the same way the LiDAR "
-                            "fit does (metric = scale * relative + shift), so the curves "
-                            "compare directly; the gap is what the LiDAR alignment loses."),
-    }
-    for key, (title, text) in sections.items():
-        if key in plots:
-            parts.append(f"## {title}\n\n{text}\n\n![{title}]({plots[key]})\n")
-    if result.files.get("bag"):
-        parts.append(f"Node outputs with the original headers: `{Path(result.files['bag']).name}`"
-                     " (replays into RViz with the copied camera_info and /tf_static).\n")
-    return "\n".join(parts)
 
 
 # ----------------------------------------------------------------------- command line
@@ -1119,9 +683,9 @@ def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
     """Loads the model only when called (after the bag checks), quietly."""
     def make() -> Any:
         from e2e_depth_ros.estimator import (DEFAULT_DEPTH_MODEL, DEFAULT_NORMALS_MODEL,
-                                             Estimator)
+                                             Estimator, quiet_model_libraries)
 
-        _quiet_libraries()
+        quiet_model_libraries()
         depth = _model_choice(args.depth_model, DEFAULT_DEPTH_MODEL)
         wants_normals = args.gt_normals_topic and not args.pred_normals_topic
         normals = _model_choice(args.normals_model,
@@ -1134,20 +698,6 @@ def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
         return Estimator(depth, normals, device=args.device, dtype=args.dtype,
                          processing_resolution=args.processing_resolution)
     return make
-
-
-def _quiet_libraries() -> None:
-    """Hub/diffusers/transformers chatter off; a failed load still becomes one error."""
-    import diffusers.utils.logging as diffusers_logging
-    import huggingface_hub.utils.logging as hub_logging
-    import transformers.utils.logging as transformers_logging
-
-    warnings.filterwarnings("ignore", module="huggingface_hub")
-    hub_logging.set_verbosity_error()  # its "Retrying in 1s" lines on a machine offline
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -279,8 +279,9 @@ def test_console_entry_prints_no_traceback_on_a_corrupt_bag(bags, tmp_path):
     assert proc.stderr.startswith("evaluate: error: ") and proc.stderr.count("\n") == 1
 
 
-def test_import_and_help_stay_light():
-    code = ("import sys, e2e_depth_ros.evaluate as e\n"
+@pytest.mark.parametrize("module", ["evaluate", "bag_io", "report"])
+def test_import_and_help_stay_light(module):
+    code = (f"import sys, e2e_depth_ros.{module} as e\n"
             "heavy = [m for m in ('torch', 'rosbags', 'matplotlib', 'cv2', 'rclpy') "
             "if m in sys.modules]\n"
             "assert not heavy, heavy\n")

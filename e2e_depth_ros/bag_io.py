@@ -1,0 +1,278 @@
+"""rosbag2 reading and writing for the evaluation: an index of header stamps per topic, one
+message fetched by its bag time, and the node's outputs written as one MCAP file.
+
+rosbags is imported inside the functions, so importing this module stays instant. Every way
+a bag can fail to read becomes a ``BagError`` naming the bag.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import struct
+import tempfile
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from e2e_depth_ros.errors import BagError
+
+if TYPE_CHECKING:
+    from e2e_depth_ros.evaluate import EvalTopics
+    from e2e_depth_ros.processing import FrameResult
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+POINTCLOUD = "sensor_msgs/msg/PointCloud2"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+
+
+def bag_read_errors() -> tuple[type[BaseException], ...]:
+    """What rosbags raises on a missing, foreign or corrupt bag (not a bug of ours)."""
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag2 import ReaderError
+    from rosbags.serde import SerdeError
+
+    return (AnyReaderError, ReaderError, SerdeError, OSError, EOFError, sqlite3.Error,
+            struct.error, ValueError, KeyError, IndexError)
+
+
+# ----------------------------------------------------------------------- bag index
+
+@dataclass(frozen=True)
+class MessageRef:
+    """One message: where it is in the bag (topic, log time) and its header stamp."""
+
+    topic: str
+    bag_time: int
+    stamp_ns: int
+
+
+@dataclass
+class TopicIndex:
+    """Header stamps of one topic, sorted, with the bag time to fetch each message by."""
+
+    topic: str
+    msgtype: str
+    connections: list[Any]
+    refs: list[MessageRef] = field(default_factory=list)
+    frame_id: str = ""  # of the first message
+    undecodable: int = 0
+
+    def finish(self) -> None:
+        self.refs.sort(key=lambda r: (r.stamp_ns, r.bag_time))
+        self._stamps = [r.stamp_ns for r in self.refs]
+
+    def match(self, stamp_ns: int, tolerance_s: float) -> MessageRef | None:
+        """The message with exactly this stamp, else the nearest within the tolerance."""
+        stamps = self._stamps
+        i = bisect_left(stamps, stamp_ns)
+        near = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
+        if not near:
+            return None
+        best = min(near, key=lambda j: abs(stamps[j] - stamp_ns))
+        if abs(stamps[best] - stamp_ns) <= round(tolerance_s * 1e9):
+            return self.refs[best]
+        return None
+
+    def span(self) -> str:
+        if not self.refs:
+            return "none"
+        return f"{self.refs[0].stamp_ns * 1e-9:.3f}..{self.refs[-1].stamp_ns * 1e-9:.3f} s"
+
+
+# Types each role accepts; the first is the one named in errors.
+_ROLE_TYPES = {
+    "image": (IMAGE, COMPRESSED),
+    "camera_info": (CAMERA_INFO,),
+    "gt_depth": (IMAGE,),
+    "gt_normals": (IMAGE,),
+    "lidar": (POINTCLOUD,),
+    "pred": (IMAGE,),
+    "pred_normals": (IMAGE,),
+    "tf_static": (TF_MESSAGE,),
+}
+
+
+def open_reader(bag: Path) -> Any:
+    """An opened AnyReader; every way of failing becomes one BagError naming the path."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    if not bag.exists():
+        raise BagError(f"{bag}: no such bag (file or directory)")
+    try:
+        reader = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
+        reader.open()
+    except bag_read_errors() as err:
+        raise BagError(f"{bag}: not a readable rosbag2 (sqlite3 or MCAP) bag: {err}") from err
+    return reader
+
+
+def check_topics(reader: Any, bag: Path, topics: EvalTopics) -> dict[str, TopicIndex]:
+    """One index per requested role; missing topics and wrong types are BagErrors."""
+    by_topic: dict[str, list[Any]] = {}
+    for conn in reader.connections:
+        by_topic.setdefault(conn.topic, []).append(conn)
+    available = ", ".join(f"{t} ({c[0].msgtype})" for t, c in sorted(by_topic.items()))
+    indexes = {}
+    for role, expected in _ROLE_TYPES.items():
+        topic = getattr(topics, role)
+        if topic is None:
+            continue
+        if topic not in by_topic:
+            if role == "tf_static":
+                continue  # only needed for LiDAR in another frame; checked there
+            raise BagError(f"{bag}: topic {topic} (--{role.replace('_', '-')}-topic) is not in "
+                           f"the bag; it has: {available or 'no topics'}")
+        msgtype = by_topic[topic][0].msgtype
+        if msgtype not in expected:
+            raise BagError(f"{bag}: topic {topic} has type {msgtype}, expected "
+                           f"{' or '.join(expected)} for --{role.replace('_', '-')}-topic")
+        indexes[role] = TopicIndex(topic, msgtype, by_topic[topic])
+    return indexes
+
+
+def index_bag(reader: Any, bag: Path, indexes: dict[str, TopicIndex]
+              ) -> list[tuple[Any, int, bytes]]:
+    """Fill the indexes with header stamps; returns the /tf_static messages in full."""
+    from e2e_depth_ros.sync import stamp_to_ns
+
+    by_topic: dict[str, list[TopicIndex]] = {}  # one topic may serve two roles
+    for index in indexes.values():
+        by_topic.setdefault(index.topic, []).append(index)
+    connections = [c for group in by_topic.values() for c in group[0].connections]
+    tf_messages = []
+    try:
+        for conn, bag_time, raw in reader.messages(connections=connections):
+            group = by_topic[conn.topic]
+            if group[0].msgtype == TF_MESSAGE:
+                tf_messages.append((conn, bag_time, bytes(raw)))
+                continue
+            try:
+                header = reader.deserialize(raw, conn.msgtype).header
+            except bag_read_errors():
+                for index in group:
+                    index.undecodable += 1  # counted as a skip where it matters (images)
+                continue
+            for index in group:
+                index.refs.append(MessageRef(conn.topic, bag_time, stamp_to_ns(header.stamp)))
+                if len(index.refs) == 1:
+                    index.frame_id = header.frame_id
+    except bag_read_errors() as err:
+        raise BagError(f"{bag}: corrupt bag, reading failed ({type(err).__name__}: {err})") \
+            from err
+    for index in indexes.values():
+        index.finish()
+    return tf_messages
+
+
+def fetch_message(reader: Any, index: TopicIndex, ref: MessageRef) -> tuple[Any, bytes]:
+    """(message, raw CDR) of one indexed message, read by its bag time."""
+    from e2e_depth_ros.sync import stamp_to_ns
+
+    for conn, bag_time, raw in reader.messages(connections=index.connections,
+                                               start=ref.bag_time, stop=ref.bag_time + 1):
+        msg = reader.deserialize(raw, conn.msgtype)
+        if stamp_to_ns(msg.header.stamp) == ref.stamp_ns:
+            return msg, bytes(raw)
+    raise BagError(f"{index.topic}: message at bag time {ref.bag_time} vanished on re-read")
+
+
+# ----------------------------------------------------------------------- output bag
+
+_OUTPUTS = {
+    "relative": ("depth/relative", IMAGE),
+    "depth": ("depth/image", IMAGE),
+    "depth_info": ("depth/camera_info", CAMERA_INFO),
+    "normals": ("normals/image", IMAGE),
+    "points": ("points", POINTCLOUD),
+}
+
+
+class OutputBag:
+    """The node's outputs with the original headers, plus copied inputs, as one MCAP file.
+
+    rosbags writes a rosbag2 folder; its single .mcap is moved to ``path`` (self-describing:
+    schemas and QoS travel inside, so ``ros2 bag play``, Foxglove and rosbags read it).
+    """
+
+    def __init__(self, path: Path, prefix: str) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+
+        self.path = path
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.typestore = get_typestore(Stores.ROS2_HUMBLE)
+        self._tmp = Path(tempfile.mkdtemp(prefix=".out_bag_", dir=path.parent))
+        self._writer = Writer(self._tmp / "bag", version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._ours: dict[str, Any] = {}
+        self._copies: dict[str, Any] = {}
+
+    def copy(self, conn: Any, bag_time: int, raw: bytes) -> None:
+        """An input message as recorded (same bytes, definition and QoS)."""
+        out = self._copies.get(conn.topic)
+        if out is None:
+            from rosbags.interfaces import MessageDefinitionFormat
+
+            qos = getattr(conn.ext, "offered_qos_profiles", ())
+            if conn.msgdef.data and conn.msgdef.format == MessageDefinitionFormat.MSG:
+                out = self._writer.add_connection(conn.topic, conn.msgtype,
+                                                  msgdef=conn.msgdef.data, rihs01=conn.digest,
+                                                  offered_qos_profiles=qos)
+            else:
+                out = self._writer.add_connection(conn.topic, conn.msgtype,
+                                                  typestore=self.typestore,
+                                                  offered_qos_profiles=qos)
+            self._copies[conn.topic] = out
+        self._writer.write(out, bag_time, raw)
+
+    def _write(self, key: str, bag_time: int, msg: Any) -> None:
+        name, msgtype = _OUTPUTS[key]
+        if key not in self._ours:
+            self._ours[key] = self._writer.add_connection(f"{self.prefix}/{name}", msgtype,
+                                                          typestore=self.typestore)
+        self._writer.write(self._ours[key], bag_time,
+                           self.typestore.serialize_cdr(msg, msgtype))
+
+    def frame(self, bag_time: int, header: Any, info: Any, result: FrameResult) -> None:
+        """What the node publishes for one frame (SPEC §3), stamped with the input header."""
+        from e2e_depth_ros import messages
+
+        types = self.typestore.types
+        image_cls = types[IMAGE]
+        if result.relative is not None:
+            self._write("relative", bag_time,
+                        messages.build_image(image_cls, header, result.relative, "32FC1"))
+        if result.normals is not None:
+            self._write("normals", bag_time,
+                        messages.build_image(image_cls, header, result.normals, "32FC3"))
+        if result.metric is not None:
+            self._write("depth", bag_time,
+                        messages.build_image(image_cls, header, result.metric, "32FC1"))
+            if info is not None:
+                height, width = result.metric.shape
+                self._write("depth_info", bag_time,
+                            messages.scaled_camera_info(info, width, height, header=header))
+        if result.points is not None:
+            self._write("points", bag_time, messages.build_pointcloud(
+                types[POINTCLOUD], types["sensor_msgs/msg/PointField"], header,
+                result.points, rgb=result.points_rgb, normals=result.points_normals))
+
+    def close(self) -> None:
+        """Finish the file and move it into place (replacing an older one)."""
+        self._writer.close()
+        written = next((self._tmp / "bag").glob("*.mcap"))
+        if self.path.is_dir():
+            shutil.rmtree(self.path)
+        written.replace(self.path)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
