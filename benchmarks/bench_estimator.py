@@ -25,18 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from e2e_depth_ros.estimator import Estimator, resolve_device, resolve_dtype  # noqa: E402
+from e2e_depth_ros.estimator import (Estimator, quiet_model_libraries,  # noqa: E402
+                                     resolve_device, resolve_dtype)
 from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
-
-
-def quiet_libraries() -> None:
-    """No diffusers/transformers info logs or loading bars in the printed figures."""
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    for logging in (diffusers_logging, transformers_logging):
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
 
 
 def ensure_checkpoints(folder: Path, size: str, seed: int = 0) -> dict[str, Path]:
@@ -129,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    quiet_libraries()
+    quiet_model_libraries()  # no info logs or loading bars in the printed figures
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     with tempfile.TemporaryDirectory(prefix="bench_estimator_") as tmp:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 PROG = "e2e-depth"
@@ -37,23 +36,6 @@ def _list_images(source: Path) -> list[Path]:
         return sorted(p for p in source.iterdir()
                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     raise UsageError(f"{source}: no such image file or folder")
-
-
-def _quiet_libraries() -> None:
-    """Silence hub/diffusers/transformers logs, warnings and "Loading weights" bars.
-
-    Failures still reach the user: the estimator turns them into one CheckpointError.
-    """
-    import diffusers.utils.logging as diffusers_logging
-    import huggingface_hub.utils.logging as hub_logging
-    import transformers.utils.logging as transformers_logging
-
-    warnings.filterwarnings("ignore", module="huggingface_hub")
-    hub_logging.set_verbosity_error()  # its "Retrying in 1s" lines on a machine offline
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
 
 
 def _colorize(depth):
@@ -111,8 +93,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    _quiet_libraries()
-    from e2e_depth_ros.estimator import Estimator
+    from e2e_depth_ros.estimator import Estimator, quiet_model_libraries
+
+    quiet_model_libraries()
 
     estimator = Estimator(depth_model, normals_model, device=args.device, dtype=args.dtype,
                           processing_resolution=args.processing_resolution)
@@ -134,7 +117,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
     """Write a random-weight checkpoint (see e2e_depth_ros.tiny_checkpoint)."""
-    _quiet_libraries()
+    from e2e_depth_ros.estimator import quiet_model_libraries
+
+    quiet_model_libraries()
     from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(args.out, task=args.task, seed=args.seed, size=args.size)

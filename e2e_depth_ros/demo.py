@@ -217,9 +217,11 @@ def prepare_models(args: argparse.Namespace, out: Path) -> tuple[str, str | None
         normals = None if args.normals_model.strip().lower() in ("", "none") else \
             args.normals_model
         return args.depth_model, normals
+    from e2e_depth_ros.estimator import quiet_model_libraries
     from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
 
-    _quiet_libraries()
+    quiet_model_libraries()  # no "Writing model shards" bars in the demo's output
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # inherited by the node
     folders = {}
     for task in ("depth", "normals"):
         folder = out / "checkpoints" / task
@@ -228,16 +230,6 @@ def prepare_models(args: argparse.Namespace, out: Path) -> tuple[str, str | None
         folders[task] = str(folder)
     say(f"models: {TINY_NOTE} ({out / 'checkpoints'})")
     return folders["depth"], folders["normals"]
-
-
-def _quiet_libraries() -> None:
-    """No "Writing model shards" bars from the tiny-checkpoint writer in the demo's output."""
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 # ----------------------------------------------------------------------- the node process

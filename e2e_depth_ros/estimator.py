@@ -10,6 +10,7 @@ import ctypes
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,24 @@ def keep_cpu_buffers_mapped() -> bool:
     ok &= mallopt(m_trim_threshold, 2**31 - 1)
     ok &= mallopt(m_top_pad, 1 << 30)
     return bool(ok)
+
+
+def quiet_model_libraries() -> None:
+    """Silence hub/diffusers/transformers logs, warnings and "Loading weights" bars.
+
+    Failures still reach the user: the estimator turns them into one CheckpointError.
+    Process-wide; for the command-line tools, not for a library caller's process.
+    """
+    import diffusers.utils.logging as diffusers_logging
+    import huggingface_hub.utils.logging as hub_logging
+    import transformers.utils.logging as transformers_logging
+
+    warnings.filterwarnings("ignore", module="huggingface_hub")
+    hub_logging.set_verbosity_error()  # its "Retrying in 1s" lines on a machine offline
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def _is_local_reference(model: str) -> bool:

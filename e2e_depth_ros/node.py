@@ -203,8 +203,9 @@ class DepthNode(Node):
 
     # -- set-up ----------------------------------------------------------------------------
     def _load_estimator(self):
-        from e2e_depth_ros.estimator import Estimator
+        from e2e_depth_ros.estimator import Estimator, quiet_model_libraries
 
+        quiet_model_libraries()  # no loading bars in a robot's log
         p = self._params
         self.get_logger().info(f"loading models on device={p['device']} dtype={p['dtype']}")
         return Estimator(p["depth_model"] or None, p["normals_model"] or None,
