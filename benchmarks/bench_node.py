@@ -34,28 +34,19 @@ from e2e_depth_ros.estimator import Estimator  # noqa: E402
 from e2e_depth_ros.geometry import PinholeCamera, unproject_depth  # noqa: E402
 from e2e_depth_ros.node import DepthNode  # noqa: E402
 from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
-from rig import Rig, header  # noqa: E402
+from rig import EstimatorProxy, Rig, header  # noqa: E402
 
 
-class TimedEstimator:
+class TimedEstimator(EstimatorProxy):
     """The real estimator, recording how long each predict call took."""
 
     def __init__(self, inner):
-        self.inner = inner
+        super().__init__(inner)
         self.times: list[float] = []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def __setattr__(self, name, value):
-        if name == "processing_resolution":
-            self.inner.processing_resolution = value
-        else:
-            super().__setattr__(name, value)
 
     def predict(self, rgb, **kwargs):
         start = time.perf_counter()
-        out = self.inner.predict(rgb, **kwargs)
+        out = super().predict(rgb, **kwargs)
         self.times.append(time.perf_counter() - start)
         return out
 

@@ -30,3 +30,13 @@ def tiny_normals(tmp_path_factory) -> str:
 
 # test/ holds helper modules (the rclpy rig) imported by the node tests.
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture(scope="module")
+def ros():
+    """rclpy initialised for one test module (DDS on loopback, see above)."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.shutdown()

@@ -29,6 +29,25 @@ OUTPUTS = {
 _names = itertools.count()
 
 
+class EstimatorProxy:
+    """A real estimator behind a wrapper that tests and benchmarks extend (slow, timed)."""
+
+    def __init__(self, inner):
+        object.__setattr__(self, "inner", inner)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name, value):
+        if name == "processing_resolution":  # the node sets it on the real estimator
+            self.inner.processing_resolution = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def predict(self, rgb, **kwargs):
+        return self.inner.predict(rgb, **kwargs)
+
+
 def header(stamp_ns: int, frame_id: str = "camera_optical") -> Header:
     return Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
                   frame_id=frame_id)

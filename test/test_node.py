@@ -16,18 +16,14 @@ from sensor_msgs.msg import CompressedImage, Image
 from e2e_depth_ros.estimator import Estimator
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
-from rig import Rig, header
+from rig import EstimatorProxy, Rig, header
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 T0 = 1_700_000_000_000_000_000
 _namespaces = itertools.count()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
+pytestmark = pytest.mark.usefixtures("ros")
 
 
 @pytest.fixture(scope="module")
@@ -148,25 +144,17 @@ def test_without_metric_scale_no_metric_depth_or_cloud_is_published(estimator, r
     assert not rig.received["depth/image"] and not rig.received["points"]
 
 
-class SlowEstimator:
+class SlowEstimator(EstimatorProxy):
     """The real tiny estimator, made slow, to overload the node."""
 
     def __init__(self, inner, delay):
-        self.inner, self.delay, self.calls = inner, delay, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def __setattr__(self, name, value):
-        if name == "processing_resolution":
-            self.inner.processing_resolution = value
-        else:
-            super().__setattr__(name, value)
+        super().__init__(inner)
+        self.delay, self.calls = delay, 0
 
     def predict(self, rgb, **kwargs):
         self.calls += 1
         time.sleep(self.delay)
-        return self.inner.predict(rgb, **kwargs)
+        return super().predict(rgb, **kwargs)
 
 
 def test_a_burst_during_slow_inference_yields_only_the_newest_frame(estimator, rig_factory):

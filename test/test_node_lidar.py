@@ -10,7 +10,6 @@ import os
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 
 from e2e_depth_ros.estimator import Prediction
@@ -22,11 +21,7 @@ SCALE, SHIFT = 4.0, 0.5  # true depth = SCALE * relative + SHIFT
 _namespaces = itertools.count()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
+pytestmark = pytest.mark.usefixtures("ros")
 
 
 @pytest.fixture(scope="module")
