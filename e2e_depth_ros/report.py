@@ -92,6 +92,11 @@ def _plot_errors(result: EvalResult, path: Path) -> str:
         bottom.plot(t, _series(result, "lidar_delta1"), "s-", label=label)
     top.set_ylabel("AbsRel")
     bottom.set_ylabel("delta1 (fraction)")
+    return _save_time_plot(fig, top, bottom, path)
+
+
+def _save_time_plot(fig: Any, top: Any, bottom: Any, path: Path) -> str:
+    """Shared finish of the two-panel plots over time: axis label, legend, grid, file."""
     bottom.set_xlabel("time since first scored frame (s)")
     top.legend()
     top.grid(alpha=0.3)
@@ -110,12 +115,7 @@ def _plot_scale(result: EvalResult, path: Path) -> str:
     bottom.plot(t, _series(result, "best_shift"), "o--", label="best possible (GT fit)")
     top.set_ylabel("scale (m per unit)")
     bottom.set_ylabel("shift (m)")
-    bottom.set_xlabel("time since first scored frame (s)")
-    top.legend()
-    top.grid(alpha=0.3)
-    bottom.grid(alpha=0.3)
-    fig.savefig(path)
-    return path.name
+    return _save_time_plot(fig, top, bottom, path)
 
 
 def _plot_samples(samples: list[Sample], t0: float, path: Path) -> str:
