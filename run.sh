@@ -27,7 +27,7 @@ setup() {
   fi
 }
 
-# DDS discovery never leaves this machine (SPEC §6); callers may pick their own domain.
+# DDS discovery never leaves this machine; callers may pick their own domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}"
 

@@ -239,7 +239,7 @@ class OutputBag:
                            self.typestore.serialize_cdr(msg, msgtype))
 
     def frame(self, bag_time: int, header: Any, info: Any, result: FrameResult) -> None:
-        """What the node publishes for one frame (SPEC §3), stamped with the input header."""
+        """What the node publishes for one frame (docs/ros_interface.md), with the input header."""
         from e2e_depth_ros import messages
 
         types = self.typestore.types

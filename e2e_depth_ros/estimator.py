@@ -1,6 +1,6 @@
-"""Single-step E2E-FT depth and normals, exactly as the paper's reference pipeline (SPEC §2).
+"""Single-step E2E-FT depth and normals as the paper's reference pipeline (docs/inference.md).
 
-``Estimator.predict`` reads as the numbered steps of SPEC §2. It knows nothing of ROS: it
+``Estimator.predict`` reads as the numbered steps of docs/inference.md. It knows nothing of ROS: it
 takes uint8 RGB arrays and returns float32 arrays.
 """
 
@@ -181,8 +181,9 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-# x0 from a model output when the noisy latent z_t is zero (SPEC §2 step 7), per prediction
-# type: v: x0 = sqrt(abar) z - sqrt(1 - abar) v; epsilon: x0 = (z - sqrt(1 - abar) e) / sqrt(abar)
+# x0 from a model output when the noisy latent z_t is zero (docs/inference.md step 7), per
+# prediction type: v: x0 = sqrt(abar) z - sqrt(1 - abar) v;
+# epsilon: x0 = (z - sqrt(1 - abar) e) / sqrt(abar)
 _X0_COEFFICIENT = {
     "v_prediction": lambda abar: -math.sqrt(1.0 - abar),
     "epsilon": lambda abar: -math.sqrt(1.0 - abar) / math.sqrt(abar),
@@ -304,7 +305,7 @@ class Estimator:
 
     # -- inference -----------------------------------------------------------------------
     def processing_size(self, height: int, width: int) -> tuple[int, int]:
-        """(h, w) the model runs at for an input of ``height`` x ``width`` (SPEC §2 step 1)."""
+        """(h, w) the model runs at for a ``height`` x ``width`` input (inference step 1)."""
         if self.processing_resolution == 0:
             return height, width
         f = self.processing_resolution / max(height, width)

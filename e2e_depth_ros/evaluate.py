@@ -1,4 +1,4 @@
-"""Offline replay evaluation (SPEC §5): bag -> pairs by stamp -> estimator/scale -> scores.
+"""Offline replay evaluation (docs/evaluation.md): bag -> pairs -> estimator/scale -> scores.
 
     evaluate BAG --image-topic T --camera-info-topic T --gt-depth-topic T
              [--gt-normals-topic T] [--lidar-topic T] [--pred-topic T] [--pred-normals-topic T]
@@ -621,7 +621,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Replay a rosbag2 (sqlite3 or MCAP) through the depth "
-                "node's pipeline and score it against ground truth (SPEC §5).")
+                "node's pipeline and score it against ground truth (docs/evaluation.md).")
     p.add_argument("bag", type=Path, help="rosbag2 folder, or a .mcap / .db3 file")
     t = p.add_argument_group("topics")
     t.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage")

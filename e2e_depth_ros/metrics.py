@@ -1,4 +1,4 @@
-"""Depth and surface-normal evaluation metrics on arrays and masks (SPEC §5).
+"""Depth and surface-normal evaluation metrics on arrays and masks (docs/evaluation.md).
 
 Pure numpy. Conventions, pinned by ``test/test_metrics.py``:
 

@@ -1,4 +1,6 @@
-"""The ROS 2 node: camera (+ LiDAR) in; depth, normals and point clouds out (SPEC §3, §4).
+"""The ROS 2 node: camera (+ LiDAR) in; depth, normals and point clouds out.
+
+The contract: docs/ros_interface.md and docs/lidar_scale.md.
 
 Wiring only. Callbacks store the newest message and return; one worker thread runs the
 model on the newest frame and drops the rest; the math lives in ``processing`` and the

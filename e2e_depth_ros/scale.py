@@ -1,4 +1,4 @@
-"""Metric scale from sparse LiDAR (SPEC §4): a robust affine fit and a temporal filter.
+"""Metric scale from sparse LiDAR (docs/lidar_scale.md): a robust affine fit and a temporal filter.
 
 The model's depth is affine-invariant, ``metric = scale * relative + shift``. A LiDAR cloud
 already in the camera optical frame (x right, y down, z forward, meters) gives metric z at
@@ -165,12 +165,13 @@ def fit_depth_to_lidar(
 
     ``relative``: (H, W) float affine-invariant depth of the image ``P`` belongs to (NaN
     allowed). ``points_cam``: (N, 3) points in the camera optical frame, meters; non-finite
-    rows are ignored. Steps (SPEC §4): keep z > ``min_range``; project with P and round to
-    the nearest pixel; keep one point per pixel, the nearest; drop points seen through
-    foreground edges, i.e. farther than ``(1 + edge_margin)`` times the nearest point in
-    their ``edge_window`` x ``edge_window`` neighbourhood; drop pixels where ``relative``
-    is not finite. Then RANSAC on pairs (``iterations`` hypotheses, seeded by ``seed``, so
-    the result is deterministic) and weighted least squares on the inliers, refined once.
+    rows are ignored. Steps (docs/lidar_scale.md): keep z > ``min_range``; project with
+    P and round to the nearest pixel; keep one point per pixel, the nearest; drop points
+    seen through foreground edges, i.e. farther than ``(1 + edge_margin)`` times the
+    nearest point in their ``edge_window`` x ``edge_window`` neighbourhood; drop pixels
+    where ``relative`` is not finite. Then RANSAC on pairs (``iterations`` hypotheses,
+    seeded by ``seed``, so the result is deterministic) and weighted least squares on the
+    inliers, refined once.
     A pixel is an inlier when ``|scale * rel + shift - z| <= inlier_threshold * z``
     (a relative tolerance: 0.05 is 5 % of the LiDAR depth).
 

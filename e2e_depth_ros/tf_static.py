@@ -1,6 +1,6 @@
 """A tiny static transform tree from recorded /tf_static, for tools that run without tf2.
 
-tf2 is not installable everywhere (SPEC §6), and offline tools only need the fixed sensor
+tf2 is not installable everywhere, and offline tools only need the fixed sensor
 extrinsics a bag carries. A ``geometry_msgs/TransformStamped`` with parent ``header.frame_id``
 and child ``child_frame_id`` maps child-frame points into the parent frame:
 ``p_parent = R p_child + t``. ``lookup(target, source)`` chains such edges in either

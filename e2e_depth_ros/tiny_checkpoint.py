@@ -134,7 +134,7 @@ def make_tiny_checkpoint(
     )
     with torch.no_grad():
         # Keep random decodes mostly inside [-1, 1], where the real decoder lives, so the
-        # clip in SPEC §2 step 8 is rarely active and comparisons stay informative.
+        # clip in docs/inference.md step 8 is rarely active and comparisons stay informative.
         vae.decoder.conv_out.weight.mul_(0.3)
         vae.decoder.conv_out.bias.zero_()
     vae.save_pretrained(out / "vae")

@@ -1,4 +1,4 @@
-"""Launch the E2E-FT depth/normals node (SPEC §3), optionally with RViz.
+"""Launch the E2E-FT depth/normals node (docs/ros_interface.md), optionally with RViz.
 
     ros2 launch e2e_depth_ros depth.launch.py image_topic:=/cam/image_raw \
         camera_info_topic:=/cam/camera_info lidar_topic:=/velodyne_points rviz:=true

@@ -1,4 +1,4 @@
-"""Test harness: DDS stays on loopback (SPEC §6), each run in its own ROS domain."""
+"""Test harness: DDS stays on loopback, each run in its own ROS domain."""
 
 import os
 import sys

@@ -50,7 +50,7 @@ def test_predict_on_folder_writes_every_output_and_skips_the_corrupt_file(
         assert vis.shape == shape + (3,) and vis.dtype == np.uint8
         normals = np.load(out / f"{stem}_normals.npy")
         assert normals.shape == shape + (3,) and normals.dtype == np.float32
-        # unit up to the 1e-5 of SPEC §2 step 8, large next to random tiny-model outputs
+        # unit up to the 1e-5 of docs/inference.md step 8, large next to random tiny-model outputs
         np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-2)
         picture = cv2.imread(str(out / f"{stem}_normals.png"), cv2.IMREAD_UNCHANGED)
         expected_rgb = np.rint((normals + 1) / 2 * 255).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""The estimator against diffusers' Marigold pipelines and SPEC §2, on tiny random checkpoints."""
+"""The estimator against diffusers' Marigold pipelines and docs/inference.md (tiny models)."""
 
 import json
 import shutil
@@ -63,7 +63,7 @@ def test_depth_equals_diffusers_marigold_depth_with_zero_latents_and_one_step(
 def test_normals_equal_negated_diffusers_marigold_normals(tiny_normals, both, image):
     reference = _run_marigold(_marigold_pipeline("normals", tiny_normals), image)
     ours = both.predict(image).normals
-    # E2E-FT normals are the negated optical-frame normal (SPEC §2): n = -prediction.
+    # E2E-FT normals are the negated optical-frame normal (docs/inference.md): n = -prediction.
     direction = ours / np.linalg.norm(ours, axis=-1, keepdims=True)
     np.testing.assert_allclose(direction, -reference, atol=2e-3)
 

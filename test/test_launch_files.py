@@ -1,4 +1,4 @@
-"""launch/depth.launch.py, config/depth.yaml and rviz/depth.rviz agree with the node (SPEC §3).
+"""launch/depth.launch.py, config/depth.yaml and rviz/depth.rviz agree with the node.
 
 ``launch`` and ``rviz2`` are not pip-installable, so the launch file is checked by reading its
 syntax tree (and run for real only where a ROS install provides ``launch``); the params file

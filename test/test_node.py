@@ -1,4 +1,4 @@
-"""The node over real rclpy (loopback DDS) with tiny real checkpoints (SPEC §3)."""
+"""The node over real rclpy (loopback DDS) with tiny real checkpoints (docs/ros_interface.md)."""
 
 import itertools
 import os
@@ -58,7 +58,7 @@ def rig_factory():
 
 
 def decode_cloud(msg):
-    """x, y, z, rgb (H, W) read from the bytes with the offsets SPEC §3 fixes."""
+    """x, y, z, rgb (H, W) read from the bytes with the offsets docs/ros_interface.md fixes."""
     raw = np.frombuffer(bytes(msg.data), dtype=np.uint8)
     raw = raw.reshape(msg.height, msg.width, msg.point_step)
     xyz = [raw[..., o:o + 4].copy().view("<f4")[..., 0] for o in (0, 4, 8)]

@@ -1,4 +1,4 @@
-"""Metric depth from LiDAR inside the node (SPEC §4), over real rclpy.
+"""Metric depth from LiDAR inside the node (docs/lidar_scale.md), over real rclpy.
 
 The "model" here is an oracle that returns the rendered scene's true depth under a known
 affine map, so the test checks the node's wiring (matching, extrinsics, fit, hold, stop),

@@ -1,4 +1,4 @@
-"""LiDAR scale fit (SPEC §4) and the temporal scale filter."""
+"""LiDAR scale fit (docs/lidar_scale.md) and the temporal scale filter."""
 
 import subprocess
 import sys
