@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from e2e_depth_ros.evaluate import EvalOptions, EvalResult
 
 
+# Every file the report may write into the output folder (evaluate checks them before a run).
+REPORT_FILES = ("metrics.json", "report.md", "errors_over_time.png", "scale_over_time.png",
+                "frames.png")
+
+
 @dataclass
 class Sample:
     """Arrays of one frame kept for the report's pictures."""
