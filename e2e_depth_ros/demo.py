@@ -364,8 +364,13 @@ class Recording:
         """A source-bag message as it is: same bytes, definition, QoS and bag time."""
         with self._lock:
             if conn.topic not in self._connections:
+                from e2e_depth_ros.bag_io import definition_hash
+
+                digest = definition_hash(conn)  # a bare .mcap carries none
+                definition = dict(msgdef=conn.msgdef.data, rihs01=digest) if digest \
+                    else dict(typestore=self._typestore)
                 self._connections[conn.topic] = self._writer.add_connection(
-                    conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest,
+                    conn.topic, conn.msgtype, **definition,
                     offered_qos_profiles=conn.ext.offered_qos_profiles)
                 self.counts[conn.topic] = 0
             self._write(conn.topic, bag_time, raw)

@@ -127,3 +127,19 @@ def test_a_split_depth_image_and_camera_info_pair_is_found_by_stamp():
     assert peer.wait_pairs(0.05) == [2, 4]
     peer._seen[f"{demo.NAMESPACE}/depth/camera_info"] = {1, 2, 3}
     assert peer.wait_pairs(0.05) == []
+
+
+def test_recording_copies_messages_of_a_bare_mcap_file(tmp_path):
+    from rosbags.rosbag2 import Reader
+
+    from e2e_depth_ros.synthetic import write_sample_bag
+
+    bare = next(write_sample_bag(tmp_path / "bag", n_frames=2, width=32, height=24)
+                .glob("*.mcap"))
+    recording = demo.Recording(tmp_path / "recording")
+    with Reader(bare) as reader:  # no metadata.yaml: the connections carry no type hash
+        assert not any(c.digest for c in reader.connections)
+        for conn, bag_time, raw in reader.messages():
+            recording.copy(conn, bag_time, raw)
+    recording.close()
+    assert read_stamps(tmp_path / "recording") == read_stamps(bare)
