@@ -96,6 +96,26 @@ _ROLE_TYPES = {
 }
 
 
+def definition_hash(conn: Any) -> str | None:
+    """The connection's RIHS01 type hash, computed from its definition when the bag has none.
+
+    A bare ``.mcap`` file (no metadata.yaml) carries no hash, and rosbags' writer needs one
+    to copy the connection; the message definition travels in the file, so it is rebuilt
+    from that. None when there is no MSG definition to hash (the caller falls back to its
+    typestore).
+    """
+    if conn.digest:
+        return conn.digest
+    from rosbags.interfaces import MessageDefinitionFormat
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    if not conn.msgdef.data or conn.msgdef.format != MessageDefinitionFormat.MSG:
+        return None
+    store = get_typestore(Stores.EMPTY)
+    store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+    return store.hash_rihs01(conn.msgtype)
+
+
 def open_reader(bag: Path) -> Any:
     """An opened AnyReader; every way of failing becomes one BagError naming the path."""
     from rosbags.highlevel import AnyReader
@@ -195,8 +215,11 @@ _OUTPUTS = {
 class OutputBag:
     """The node's outputs with the original headers, plus copied inputs, as one MCAP file.
 
-    rosbags writes a rosbag2 folder; its single .mcap is moved to ``path`` (self-describing:
-    schemas and QoS travel inside, so ``ros2 bag play``, Foxglove and rosbags read it).
+    rosbags writes a rosbag2 folder; its single .mcap is moved to ``path`` on ``close``
+    (self-describing: schemas and QoS travel inside, so ``ros2 bag play``, Foxglove, rosbags
+    and ``evaluate`` itself read it). Nothing appears at ``path`` before ``close``; ``abort``
+    leaves no trace. An existing file at ``path`` is replaced (the caller decides whether
+    that is allowed); anything else there is never touched.
     """
 
     def __init__(self, path: Path, prefix: str) -> None:
@@ -211,17 +234,24 @@ class OutputBag:
         self._writer.open()
         self._ours: dict[str, Any] = {}
         self._copies: dict[str, Any] = {}
+        self._copied: set[tuple[str, int, int]] = set()
 
     def copy(self, conn: Any, bag_time: int, raw: bytes) -> None:
-        """An input message as recorded (same bytes, definition and QoS)."""
+        """An input message as recorded (same bytes, definition and QoS), once: a LiDAR
+        cloud or ground truth matched to several images is written a single time."""
+        key = (conn.topic, bag_time, hash(raw))
+        if key in self._copied:
+            return
+        self._copied.add(key)
         out = self._copies.get(conn.topic)
         if out is None:
             from rosbags.interfaces import MessageDefinitionFormat
 
             qos = getattr(conn.ext, "offered_qos_profiles", ())
-            if conn.msgdef.data and conn.msgdef.format == MessageDefinitionFormat.MSG:
+            digest = definition_hash(conn)
+            if digest and conn.msgdef.format == MessageDefinitionFormat.MSG:
                 out = self._writer.add_connection(conn.topic, conn.msgtype,
-                                                  msgdef=conn.msgdef.data, rihs01=conn.digest,
+                                                  msgdef=conn.msgdef.data, rihs01=digest,
                                                   offered_qos_profiles=qos)
             else:
                 out = self._writer.add_connection(conn.topic, conn.msgtype,
@@ -263,13 +293,15 @@ class OutputBag:
                 result.points, rgb=result.points_rgb, normals=result.points_normals))
 
     def close(self) -> None:
-        """Finish the file and move it into place (replacing an older one)."""
-        self._writer.close()
-        written = next((self._tmp / "bag").glob("*.mcap"))
-        if self.path.is_dir():
-            shutil.rmtree(self.path)
-        written.replace(self.path)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        """Finish the file and move it into place (replacing an older file, nothing else)."""
+        try:
+            self._writer.close()
+            if self.path.exists() and not self.path.is_file():
+                raise FileExistsError(f"{self.path} exists and is not a file; not replaced")
+            written = next((self._tmp / "bag").glob("*.mcap"))
+            written.replace(self.path)
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def abort(self) -> None:
         try:

@@ -1,26 +1,38 @@
 """``e2e-depth``: depth and normals for image files from the command line.
 
     e2e-depth predict IMG_OR_DIR --out DIR [--depth-model M] [--normals-model M]
+                      [--max-pixels N]
     e2e-depth tiny-checkpoint OUT --task depth|normals [--seed N] [--size tiny|mid|real]
 
 Heavy imports (torch, diffusers, the estimator) happen inside the commands, so ``--help``
 is instant. Every expected failure prints one line ``e2e-depth: error: <message>`` to
-stderr and exits with code 2; no tracebacks.
+stderr and exits with code 2; no tracebacks. ``predict`` goes on past an input it cannot
+use (unreadable, truncated, too small, too large), names each on one stderr line, and
+exits with code 1 when any input failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import struct
 import sys
+from collections import Counter
 from pathlib import Path
 
 PROG = "e2e-depth"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DEFAULT_MAX_PIXELS = 50_000_000  # a 48 MP phone photo fits; 20000 x 20000 does not
+MIN_SIDE = 8  # estimator.MIN_SIDE (one latent pixel); literal so --help stays light
+EXIT_SOME_FAILED = 1
 _DISABLED = ("", "none")
 
 
 class UsageError(Exception):
     """A command-line argument that names something unusable (a missing path, ...)."""
+
+
+class ImageFileError(Exception):
+    """One input file that cannot be used; predict names it and goes on with the rest."""
 
 
 def _model_arg(value: str) -> str | None:
@@ -76,12 +88,145 @@ def _imwrite(path: Path, image) -> None:
         raise UsageError(f"{path}: could not be written")
 
 
+def output_stems(images: list[Path]) -> dict[Path, str]:
+    """The output name stem of each input: its file stem, or stem_suffix (x_jpg, x_png)
+    when several inputs share a stem, so no input overwrites another's outputs."""
+    shared = Counter(p.stem for p in images)
+    stems = {p: p.stem if shared[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}"
+             for p in images}
+    clash = [s for s, n in Counter(stems.values()).items() if n > 1]
+    if clash:
+        names = ", ".join(p.name for p, s in stems.items() if s == clash[0])
+        raise UsageError(f"inputs {names} would write the same outputs {clash[0]}_*; "
+                         "rename one of them")
+    return stems
+
+
+def image_file_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, BMP or TIFF header, without decoding; None when
+    the header cannot be read (the decoder then judges the file)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(data)
+    return None
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...): not DHT, JPG, DAC.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length field
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return width, height
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first IFD."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack(order + "I", data[4:8])
+        (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
+        found = {}
+        for i in range(count):
+            entry = data[ifd + 2 + 12 * i:ifd + 14 + 12 * i]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag in (256, 257):
+                fmt = "H" if kind == 3 else "I"
+                found[tag] = struct.unpack(order + fmt, entry[8:8 + struct.calcsize(fmt)])[0]
+        return (found[256], found[257]) if len(found) == 2 else None
+    except (struct.error, KeyError):
+        return None
+
+
+def _truncation(data: bytes) -> str | None:
+    """Why an encoded file is cut short, or None. libjpeg decodes a truncated JPEG as a
+    half-grey picture (and prints a line naming no file), so that is refused up front."""
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return "truncated JPEG (no end-of-image marker): refused, not decoded"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
+        return "truncated PNG (no IEND chunk): refused, not decoded"
+    return None
+
+
+def load_image(path: Path, max_pixels: int):
+    """(H, W, 3) uint8 RGB of one file, or ImageFileError saying why not.
+
+    Size limits are judged from the header before decoding, so a 20000 x 20000 file is
+    refused in microseconds instead of exhausting memory.
+    """
+    import cv2
+    import numpy as np
+
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageFileError(f"cannot be read ({err.strerror or err})") from err
+    size = image_file_size(data)
+    if size is not None:
+        _check_size(*size, max_pixels)
+    problem = _truncation(data)
+    if problem:
+        raise ImageFileError(problem)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageFileError("not a readable image")
+    if size is None:
+        _check_size(bgr.shape[1], bgr.shape[0], max_pixels)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3) uint8 RGB
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageFileError(f"{width}x{height} is {width * height} pixels, over --max-pixels "
+                             f"{max_pixels}: refused before decoding")
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ImageFileError(f"{width}x{height} is too small: each side must be at least "
+                             f"{MIN_SIDE} px")
+
+
+def tiny_notes(*models: str | None) -> list[str]:
+    """One line per model that is a tiny random-weight checkpoint (tiny_checkpoint's marker)."""
+    from e2e_depth_ros.tiny_checkpoint import TINY_NOTE, is_tiny_checkpoint
+
+    return [f"{PROG}: note: {model} is a {TINY_NOTE}" for model in models
+            if is_tiny_checkpoint(model)]
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run the estimator on an image or a folder of images and write the outputs."""
     source = Path(args.input)
     images = _list_images(source)
     if not images:
         raise UsageError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    if args.max_pixels < MIN_SIDE * MIN_SIDE:
+        raise UsageError(f"--max-pixels must be at least {MIN_SIDE * MIN_SIDE}, "
+                         f"got {args.max_pixels}")
+    stems = output_stems(images)
     depth_model = _model_arg(args.depth_model)
     normals_model = _model_arg(args.normals_model)
     if depth_model is None and normals_model is None:
@@ -90,29 +235,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
 
-    import cv2
     from tqdm import tqdm
 
+    from e2e_depth_ros.errors import InputImageError
     from e2e_depth_ros.estimator import Estimator, quiet_model_libraries
 
     quiet_model_libraries()
 
     estimator = Estimator(depth_model, normals_model, device=args.device, dtype=args.dtype,
                           processing_resolution=args.processing_resolution)
+    for note in tiny_notes(depth_model, normals_model):
+        print(note, file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    skipped = 0
+    failed: list[str] = []
     for path in tqdm(images, desc=PROG, unit="img", disable=args.quiet):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            tqdm.write(f"{PROG}: skipped {path}: not a readable image", file=sys.stderr)
-            skipped += 1
+        try:
+            rgb = load_image(path, args.max_pixels)
+            prediction = estimator.predict(rgb)
+        except (ImageFileError, InputImageError) as err:
+            tqdm.write(f"{PROG}: skipped {path}: {err}", file=sys.stderr)
+            failed.append(path.name)
             continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3) uint8 RGB
-        _write_outputs(out, path.stem, estimator.predict(rgb))
-    done = len(images) - skipped
+        _write_outputs(out, stems[path], prediction)
+    done = len(images) - len(failed)
     print(f"{PROG}: wrote {done} of {len(images)} image(s) to {out}"
-          + (f", skipped {skipped} unreadable" if skipped else ""))
-    return 0
+          + (f"; failed {len(failed)}: {', '.join(failed)}" if failed else ""))
+    return EXIT_SOME_FAILED if failed else 0
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
@@ -123,8 +271,9 @@ def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
     from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(args.out, task=args.task, seed=args.seed, size=args.size)
-    print(f"wrote a random-weight {args.size} {args.task} checkpoint to {path} "
-          "(meaningless predictions; for tests and smoke runs)")
+    from e2e_depth_ros.tiny_checkpoint import TINY_NOTE
+
+    print(f"wrote a {args.size} {args.task} checkpoint to {path}: a {TINY_NOTE}")
     return 0
 
 
@@ -141,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="depth and normals for an image or a folder of images",
         description="Write <stem>_depth.png (16-bit, depth * 65535), <stem>_depth.npy "
         "(float32, affine-invariant in [0, 1], small = near), <stem>_depth_vis.png, "
-        "<stem>_normals.png ((n + 1) / 2 * 255, optical frame) and <stem>_normals.npy.")
+        "<stem>_normals.png ((n + 1) / 2 * 255, optical frame) and <stem>_normals.npy; "
+        "inputs sharing a stem (x.jpg, x.png) are written as x_jpg_*, x_png_*. Inputs that "
+        "cannot be used are named and skipped; the exit code is then 1.")
     predict.add_argument("input", metavar="IMG_OR_DIR",
                          help="an image, or a folder of png/jpg/jpeg/bmp/tif images")
     predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -156,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="auto (float16 on CUDA, float32 on CPU), float32, float16, ...")
     predict.add_argument("--processing-resolution", type=int, default=768, metavar="PX",
                          help="longer side the model runs at; 0 = native (default: 768)")
+    predict.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                         help="refuse images with more pixels, judged from the file header "
+                         "before decoding (default: %(default)s)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 

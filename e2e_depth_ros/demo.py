@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import random
 import shutil
@@ -43,6 +44,7 @@ from typing import Any
 PROG = "demo"
 NAMESPACE = "/e2e_depth"
 NODE_NAME = "e2e_depth_node"  # node.NODE_NAME; not imported, so --help stays instant
+PAIR_TIMEOUT_S = 5.0  # for a depth/camera_info to follow its depth/image
 GPU_RESOLUTION = 768  # the paper's processing resolution
 CPU_RESOLUTION = 256  # ~9x fewer pixels: seconds, not minutes, per frame on a CPU
 # The node's outputs the demo records (relative name, ROS 2 message type).
@@ -53,6 +55,8 @@ OUTPUTS = {
     "normals/image": "sensor_msgs/msg/Image",
     "points": "sensor_msgs/msg/PointCloud2",
 }
+# depth_image_proc and RTAB-Map need both of one stamp: the recording never splits them.
+PAIRED = ("depth/image", "depth/camera_info")
 TINY_NOTE = ("TINY RANDOM-WEIGHT checkpoints: the pipeline runs for real, but the predictions "
              "and scores are MEANINGLESS")
 
@@ -96,6 +100,8 @@ class NodeSettings:
     lidar_frame: str | None = None
     translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
     quaternion_xyzw: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+    fixed_scale: float = 0.0  # > 0: metric depth from this map instead of the LiDAR fit
+    fixed_shift: float = 0.0
 
 
 @dataclass
@@ -248,6 +254,9 @@ def node_command(settings: NodeSettings, topics: BagTopics) -> list[str]:
         "processing_resolution": str(settings.resolution),
         "use_compressed": "true" if settings.compressed else "false",
     }
+    if settings.fixed_scale > 0:
+        params.update(fixed_scale=f"{settings.fixed_scale:.12f}",
+                      fixed_shift=f"{settings.fixed_shift:.12f}")
     if settings.lidar_frame:
         params.update(lidar_extrinsic_frame=settings.lidar_frame,
                       lidar_extrinsic_translation=_float_list(settings.translation),
@@ -355,8 +364,13 @@ class Recording:
         """A source-bag message as it is: same bytes, definition, QoS and bag time."""
         with self._lock:
             if conn.topic not in self._connections:
+                from e2e_depth_ros.bag_io import definition_hash
+
+                digest = definition_hash(conn)  # a bare .mcap carries none
+                definition = dict(msgdef=conn.msgdef.data, rihs01=digest) if digest \
+                    else dict(typestore=self._typestore)
                 self._connections[conn.topic] = self._writer.add_connection(
-                    conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest,
+                    conn.topic, conn.msgtype, **definition,
                     offered_qos_profiles=conn.ext.offered_qos_profiles)
                 self.counts[conn.topic] = 0
             self._write(conn.topic, bag_time, raw)
@@ -413,6 +427,9 @@ class DemoPeer:
         self.node = Node("e2e_depth_demo")
         classes = _message_classes()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        # Recorder readers keep a deep history: the executor also writes the bag, and a
+        # keep-last reader that is not taken from in time drops the oldest sample.
+        recorder = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.publishers = {}
@@ -426,7 +443,7 @@ class DemoPeer:
             topic = f"{NAMESPACE}/{name}"
             recording.add_output(topic, msgtype)
             self.subscriptions[topic] = self.node.create_subscription(
-                classes[msgtype], topic, self._recorder(topic), reliable)
+                classes[msgtype], topic, self._recorder(topic), recorder)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
                                       10)
         self.diagnostics: dict[str, str] = {}
@@ -493,6 +510,27 @@ class DemoPeer:
                     return False
                 self._cond.wait(min(left, 0.5))
         return True
+
+    def unpaired(self) -> list[int]:
+        """Stamps (ns) received on only one of depth/image and depth/camera_info."""
+        with self._cond:
+            return self._unpaired()
+
+    def _unpaired(self) -> list[int]:
+        image, info = (self._seen[f"{NAMESPACE}/{name}"] for name in PAIRED)
+        return sorted(image ^ info)
+
+    def wait_pairs(self, timeout: float) -> list[int]:
+        """Until every depth/image received has its depth/camera_info and back (the node
+        publishes them together; the second may still be in flight); the stamps left."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._unpaired():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.5))
+            return self._unpaired()
 
     def wait_diagnostics(self, after: int, timeout: float) -> None:
         """Until a /diagnostics newer than count ``after`` (the node publishes at 1 Hz)."""
@@ -568,6 +606,10 @@ class Player:
         if self.rate is not None and self.results:
             self._wait_last()
         time.sleep(0.5)  # the last frame's metric outputs follow its depth/relative
+        split = self.peer.wait_pairs(PAIR_TIMEOUT_S)
+        if split:
+            say(f"  warning: {len(split)} stamp(s) have only one of {' and '.join(PAIRED)} "
+                f"in the recording: {', '.join(f'{s * 1e-9:.3f}' for s in split)}")
         return self.results
 
     def _send_image(self, bag_time: int, raw: bytes) -> None:
@@ -581,6 +623,7 @@ class Player:
         if self.rate is None:
             if self.peer.wait_outputs(result.stamp_ns, self.frame_timeout, self.node.running):
                 result.round_trip = time.monotonic() - sent
+                self.peer.wait_pairs(PAIR_TIMEOUT_S)  # this frame's pair before the next
             self._report(result)
 
     def _report(self, result: FrameResult) -> None:
@@ -627,14 +670,15 @@ def evaluate_recording(recording: Path, topics: BagTopics, counts: dict[str, int
                       pred_normals=normals if counts.get(normals) and topics.gt_normals
                       else None, tf_static=topics.tf_static)
     runs = [("recorded depth/relative, LiDAR scale recovered as the node does", base,
-             EvalOptions(pred_is_metric=False, progress=False), out)]
+             EvalOptions(pred_is_metric=False, progress=False, overwrite=True), out)]
     metric = f"{NAMESPACE}/depth/image"
     if counts.get(metric):
         runs.append((f"the node's metric {metric}",
                      EvalTopics(image=topics.image, camera_info=topics.camera_info,
                                 gt_depth=topics.gt_depth, pred=metric,
                                 tf_static=topics.tf_static),
-                     EvalOptions(pred_is_metric=True, progress=False), out / "published_metric"))
+                     EvalOptions(pred_is_metric=True, progress=False, overwrite=True),
+                     out / "published_metric"))
     else:
         say(f"  (no {metric}: the node had no LiDAR scale fit, so nothing metric to score)")
     results = []
@@ -715,6 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     m.add_argument("--processing-resolution", type=int, default=None,
                    help=f"default {GPU_RESOLUTION} on CUDA, {CPU_RESOLUTION} on CPU")
+    m.add_argument("--fixed-scale", type=float, default=0.0, metavar="S",
+                   help="> 0: the node publishes metric depth = S * relative + --fixed-shift "
+                   "instead of fitting the LiDAR (a bag without LiDAR, or a known scale)")
+    m.add_argument("--fixed-shift", type=float, default=0.0, metavar="T", help="meters")
     s = p.add_argument_group("sample sequence (when no --bag)")
     s.add_argument("--frames", type=int, default=8)
     s.add_argument("--width", type=int, default=160)
@@ -748,6 +796,10 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                      f"frames of {args.width}x{args.height}")
     if args.processing_resolution is not None and args.processing_resolution < 0:
         parser.error(f"--processing-resolution must be >= 0, got {args.processing_resolution}")
+    if not (math.isfinite(args.fixed_scale) and args.fixed_scale >= 0
+            and math.isfinite(args.fixed_shift)):
+        parser.error(f"--fixed-scale must be a finite number >= 0 and --fixed-shift finite, "
+                     f"got {args.fixed_scale} and {args.fixed_shift}")
     if args.rate is not None and not args.rate > 0:
         parser.error(f"--rate must be > 0, got {args.rate}")
     if not (args.frame_timeout > 0 and args.startup_timeout > 0):
@@ -780,7 +832,11 @@ def node_settings(args: argparse.Namespace, out: Path, bag: Path, topics: BagTop
     kind, resolution, why = choose_resolution(args.device, args.processing_resolution)
     say(f"device {args.device} ({kind}): processing resolution {resolution} ({why})")
     compressed = types[topics.image] == "sensor_msgs/msg/CompressedImage"
-    settings = NodeSettings(depth_model, normals_model, args.device, resolution, compressed)
+    settings = NodeSettings(depth_model, normals_model, args.device, resolution, compressed,
+                            fixed_scale=args.fixed_scale, fixed_shift=args.fixed_shift)
+    if settings.fixed_scale > 0:
+        say(f"fixed scale: metric depth = {settings.fixed_scale:g} * relative + "
+            f"{settings.fixed_shift:g} m (the LiDAR fit is not used)")
     lidar_frame, extrinsic = lidar_extrinsic(bag, topics, sample=args.bag is None)
     if extrinsic is None:
         if topics.lidar:

@@ -4,7 +4,7 @@
              [--gt-normals-topic T] [--lidar-topic T] [--pred-topic T] [--pred-normals-topic T]
              [--depth-model M] [--normals-model M] [--device D] [--dtype D]
              [--processing-resolution N] [--min-depth X] [--max-depth X]
-             [--stamp-tolerance S] [--max-frames N] [--out DIR]
+             [--stamp-tolerance S] [--max-frames N] [--out DIR] [--overwrite]
 
 Frames go through the node's own ``FrameProcessor`` in header-stamp order, so the LiDAR
 scale filter sees the sequence the robot saw and the scores are those of what it publishes.
@@ -15,7 +15,8 @@ The bag is read twice: once for a small index (header stamps and bag times per t
 Reading and writing bags lives in ``bag_io``, the summary, report and plots in ``report``;
 this module pairs frames, runs them through the pipeline and scores them.
 Heavy imports (rosbags, torch, matplotlib) happen inside functions, so ``--help`` is instant.
-Every expected failure is one line ``evaluate: error: ...`` and exit code 2.
+Every expected failure is one line ``evaluate: error: ...`` and exit code 2, and leaves the
+output folder as it was: files an earlier run wrote are replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from e2e_depth_ros.bag_io import (CAMERA_INFO, COMPRESSED, IMAGE, POINTCLOUD,  #
                                   bag_read_errors, check_topics, fetch_message, index_bag,
                                   open_reader)
 from e2e_depth_ros.errors import BagError, E2EDepthError, MessageError
-from e2e_depth_ros.report import (Sample, render_report,  # noqa: F401 (re-exported)
-                                  summary_lines, write_outputs)
+from e2e_depth_ros.report import (REPORT_FILES, Sample,  # noqa: F401 (re-exported)
+                                  render_report, summary_lines, write_outputs)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from e2e_depth_ros.processing import FrameResult, ProcessingConfig
 
 PROG = "evaluate"
+OUT_BAG = "out.mcap"
 # Why a frame (or only its normals score) was not scored; every key is always reported.
 SKIP_REASONS = {
     "no_gt_match": "no ground-truth depth within the stamp tolerance",
@@ -90,6 +92,7 @@ class EvalOptions:
     write_report: bool = True  # report.md + PNGs
     progress: bool = True  # tqdm bar on stderr
     processing: ProcessingConfig | None = None  # the node's settings; None = its defaults
+    overwrite: bool = False  # replace files an earlier run left in the output folder
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ class EvalResult:
     normals: NormalMetrics | None
     per_frame: list[FrameScore]
     skipped: dict[str, int]
+    time_origin: float = 0.0  # s, the bag's first image header stamp: t = stamp - this
     notes: dict[str, int] = field(default_factory=dict)  # pipeline warnings -> frame count
     files: dict[str, str] = field(default_factory=dict)  # metrics, report, bag, plots
 
@@ -152,6 +156,7 @@ class EvalResult:
             "mode": self.mode,
             "frames": self.frames,
             "frames_total": self.frames_total,
+            "time_origin": self.time_origin,
             "depth_gt_aligned": depth(self.depth_gt_aligned),
             "depth_lidar_aligned": depth(self.depth_lidar_aligned),
             "lidar_frames": self.lidar_frames,
@@ -415,7 +420,21 @@ class _Evaluation:
                               plan.camera_info.bag_time, info_raw)
             self.out.frame(plan.image.bag_time, image_msg.header,
                            info if camera is not None else None, result)
+            self._copy_partners(plan)
         return result
+
+    def _copy_partners(self, plan: _FramePlan) -> None:
+        """Ground truth and LiDAR go into out.mcap too, so it can be scored again as it is
+        (``evaluate out.mcap --pred-topic /e2e_depth/depth/relative ...``)."""
+        for role in ("gt_depth", "gt_normals", "lidar"):
+            ref = getattr(plan, role)
+            if ref is None:
+                continue
+            try:
+                raw = self._message(role, ref)[1]
+            except BagError:
+                continue  # an unreadable partner is counted where it is scored
+            self.out.copy(self.indexes[role].connections[0], ref.bag_time, raw)
 
     def _lidar(self, plan: _FramePlan) -> np.ndarray | None:
         """The matched cloud in the camera optical frame (None: no cloud or unreadable)."""
@@ -510,7 +529,8 @@ class _Evaluation:
             frames_total=frames_total, depth_gt_aligned=summarize_depth(self.depth_gt),
             depth_lidar_aligned=summarize_depth(self.depth_lidar) if with_lidar else None,
             lidar_frames=len(self.depth_lidar), normals=normals, per_frame=self.scores,
-            skipped=self.skipped, notes=self.notes)
+            skipped=self.skipped, time_origin=self.indexes["image"].refs[0].stamp_ns * 1e-9,
+            notes=self.notes)
 
 
 def _replace(score: FrameScore, **changes: Any) -> FrameScore:
@@ -550,11 +570,42 @@ def evaluate_bag(
         raise ValueError("give an estimator (or make_estimator), or topics.pred to score "
                          "recorded predictions")
     out_dir = Path(out_dir)
+    check_out_dir(out_dir, planned_files(options, model_run=topics.pred is None),
+                  overwrite=options.overwrite)
     reader = open_reader(bag)
     try:
         return _evaluate_open(reader, bag, topics, estimator, make_estimator, out_dir, options)
     finally:
         reader.close()
+
+
+def planned_files(options: EvalOptions, *, model_run: bool) -> list[str]:
+    """Names of every file an evaluation with these options may write into its folder."""
+    names = ["metrics.json"]
+    if options.write_report:
+        names += [name for name in REPORT_FILES if name != "metrics.json"]
+    if options.write_bag and model_run:
+        names.append(OUT_BAG)
+    return names
+
+
+def check_out_dir(out_dir: Path, names: list[str], *, overwrite: bool) -> None:
+    """Refuse to replace an earlier run's files unless asked, and anything not a file ever.
+
+    Checked before the bag is read, so a refusal costs nothing and changes nothing.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out {out_dir} exists and is not a folder")
+    for name in names:
+        path = out_dir / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if not path.is_file() or path.is_symlink():
+            raise FileExistsError(f"{path} exists and is not a file this tool wrote; move it "
+                                  "away or choose another --out")
+        if not overwrite:
+            raise FileExistsError(f"{path} exists (an earlier run?); pass --overwrite to "
+                                  "replace it, or choose another --out")
 
 
 def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
@@ -576,12 +627,14 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
     except bag_read_errors() as err:
         raise BagError(f"{bag}: {topics.tf_static} cannot be read ({err})") from err
     lidar_tf = _lidar_transform(transforms, indexes, topics, bag)
+    _check_ground_truth(reader, bag, indexes, plans, options)
     if topics.pred is None and estimator is None:
         estimator = make_estimator()
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     out = None
     if options.write_bag and topics.pred is None:
-        out = OutputBag(out_dir / "out.mcap", options.output_prefix)
+        out = OutputBag(out_dir / OUT_BAG, options.output_prefix)
     ev = _Evaluation(reader, bag, topics, options, indexes, lidar_tf,
                      None if topics.pred is not None else estimator, out)
     ev.sample_at = _sample_indices(len(plans))
@@ -592,15 +645,71 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
                 out.copy(conn, bag_time, raw)
         for i, plan in enumerate(_progress(plans, options.progress)):
             ev.run_frame(i, plan)
+        result = ev.result(len(plans))
+        if result.frames == 0:
+            skips = "; ".join(f"{v} frame(s) {SKIP_REASONS[k]}" for k, v in
+                              result.skipped.items() if v) or "no frame matched"
+            raise BagError(f"{bag}: no frame could be scored: {skips}; nothing written")
     except BaseException:
         if out is not None:
             out.abort()
+        if created:
+            _remove_if_empty(out_dir)
         raise
     if out is not None:
         out.close()
-    result = ev.result(len(plans))
     write_outputs(result, ev.samples, out_dir, options, out)
     return result
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Undo a folder this run created, when nothing was left in it."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _check_ground_truth(reader: Any, bag: Path, indexes: dict[str, TopicIndex],
+                        plans: list[_FramePlan], options: EvalOptions) -> None:
+    """At least one paired ground-truth depth must be usable before a model loads or a file
+    is written: decodable, the image's size, with 2 or more valid pixels. Stops at the first
+    usable one, so a good bag costs one extra message read."""
+    from e2e_depth_ros.metrics import valid_depth_mask
+
+    problems: dict[str, int] = {}
+    gt_index, image_index = indexes["gt_depth"], indexes["image"]
+    for plan in plans:
+        if plan.gt_depth is None:
+            continue
+        try:
+            msg = fetch_message(reader, gt_index, plan.gt_depth)[0]
+            gt = gt_depth_meters(msg)
+        except (E2EDepthError, *bag_read_errors()) as err:
+            problem = f"not usable ({err})"
+        else:
+            size = None
+            if image_index.msgtype == IMAGE and "pred" not in indexes:  # model outputs
+                try:
+                    image = fetch_message(reader, image_index, plan.image)[0]
+                    size = (int(image.height), int(image.width))
+                except (E2EDepthError, *bag_read_errors()):
+                    size = None
+            valid = int(valid_depth_mask(gt, min_depth=options.min_depth,
+                                         max_depth=options.max_depth).sum())
+            if size is not None and gt.shape != size:
+                problem = (f"{gt.shape[1]}x{gt.shape[0]}, the image is "
+                           f"{size[1]}x{size[0]}")
+            elif valid < 2:
+                problem = ("fewer than 2 valid pixels (finite, > 0"
+                           + (", within --min-depth/--max-depth" if options.min_depth is not None
+                              or options.max_depth is not None else "") + ")")
+            else:
+                return
+        problems[problem] = problems.get(problem, 0) + 1
+    found = "; ".join(f"{n} x {problem}" for problem, n in problems.items())
+    raise BagError(f"{bag}: no usable ground-truth depth on {gt_index.topic}: {found}; "
+                   "nothing written")
 
 
 def _progress(plans: list[_FramePlan], enabled: bool) -> Iterator[_FramePlan]:
@@ -653,6 +762,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max header-stamp gap image-LiDAR (s) (default 0.1, as the node)")
     e.add_argument("--max-frames", type=int, default=None)
     e.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder")
+    e.add_argument("--overwrite", action="store_true", help="replace metrics.json, report.md, "
+                   "its plots and out.mcap left in --out by an earlier run (without it, "
+                   "evaluate refuses)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -714,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         min_depth=args.min_depth, max_depth=args.max_depth,
         stamp_tolerance=args.stamp_tolerance, lidar_tolerance=args.lidar_tolerance,
         max_frames=args.max_frames, pred_is_metric=args.pred_is_metric,
-        progress=not args.no_progress)
+        progress=not args.no_progress, overwrite=args.overwrite)
     try:
         result = evaluate_bag(args.bag, topics, out_dir=args.out, options=options,
                               make_estimator=_estimator_factory(args))
@@ -727,9 +839,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary_lines(result)))
     print("wrote " + ", ".join(result.files[k] for k in ("metrics", "report", "bag")
                                if k in result.files))
-    if result.frames == 0:
-        print(f"{PROG}: error: no frame could be scored (see skipped above)", file=sys.stderr)
-        return 2
     return 0
 
 

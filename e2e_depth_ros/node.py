@@ -185,13 +185,16 @@ class DepthNode(Node):
             "points": self.create_publisher(PointCloud2, "points", OUTPUT_QOS),
         }
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # camera_info and LiDAR first: the executor serves ready subscriptions in creation
+        # order, so a frame's camera_info arriving with its image is stored before the image
+        # wakes the worker (else that frame has no camera_info: no cloud, no depth/image).
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
+        self.create_subscription(PointCloud2, "points_lidar", self._on_lidar, SENSOR_QOS)
         if self._params["use_compressed"]:
             self.create_subscription(CompressedImage, "image/compressed", self._on_image,
                                      IMAGE_QOS)
         else:
             self.create_subscription(Image, "image", self._on_image, IMAGE_QOS)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
-        self.create_subscription(PointCloud2, "points_lidar", self._on_lidar, SENSOR_QOS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._window = (time.monotonic(), 0, 0)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -400,11 +403,17 @@ class DepthNode(Node):
                 vis = messages.normals_to_rgb8(result.normals)
                 pub["normals_vis"].publish(messages.build_image(Image, header, vis, "rgb8"))
         if result.metric is not None and p["publish_depth"]:
-            pub["depth"].publish(messages.build_image(Image, header, result.metric, "32FC1"))
+            # depth/image and depth/camera_info go out as a pair or not at all:
+            # depth_image_proc and RTAB-Map need both of one stamp.
             if info is not None:
                 height, width = result.metric.shape
-                pub["depth_info"].publish(
-                    messages.scaled_camera_info(info, width, height, header=header))
+                camera_info = messages.scaled_camera_info(info, width, height, header=header)
+                pub["depth"].publish(messages.build_image(Image, header, result.metric,
+                                                          "32FC1"))
+                pub["depth_info"].publish(camera_info)
+            else:
+                self._warn("no camera_info matches the image stamp: depth/image is not "
+                           "published without its depth/camera_info")
         if result.points is not None and p["publish_points"]:
             pub["points"].publish(messages.build_pointcloud(
                 PointCloud2, PointField, header, result.points, rgb=result.points_rgb,

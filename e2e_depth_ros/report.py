@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from e2e_depth_ros.evaluate import EvalOptions, EvalResult
 
 
+# Every file the report may write into the output folder (evaluate checks them before a run).
+REPORT_FILES = ("metrics.json", "report.md", "errors_over_time.png", "scale_over_time.png",
+                "frames.png")
+
+
 @dataclass
 class Sample:
     """Arrays of one frame kept for the report's pictures."""
@@ -64,14 +69,22 @@ def _plots(result: EvalResult, samples: list[Sample], out_dir: Path) -> dict[str
     if any(s.scale is not None for s in result.per_frame):
         plots["scale_over_time"] = _plot_scale(result, out_dir / "scale_over_time.png")
     if samples:
-        t0 = result.per_frame[0].stamp
-        plots["frames"] = _plot_samples(samples, t0, out_dir / "frames.png")
+        plots["frames"] = _plot_samples(samples, result.time_origin, out_dir / "frames.png")
     return plots
 
 
-def _times(result: EvalResult) -> list[float]:
-    t0 = result.per_frame[0].stamp
-    return [s.stamp - t0 for s in result.per_frame]
+TIME_AXIS = "t: seconds since the bag's first image stamp"
+
+
+def frame_times(result: EvalResult) -> list[float]:
+    """One definition of t everywhere (plots, frames.png, report): seconds since the bag's
+    first image header stamp, so the same frame has the same t whichever frames scored."""
+    return [s.stamp - result.time_origin for s in result.per_frame]
+
+
+def metric_label(result: EvalResult) -> str:
+    """The name of the metric-depth score, the same in the table, the plots and the text."""
+    return "recorded metric" if result.mode == "recorded-metric" else "LiDAR-aligned"
 
 
 def _series(result: EvalResult, name: str) -> list[float]:
@@ -82,12 +95,11 @@ def _series(result: EvalResult, name: str) -> list[float]:
 def _plot_errors(result: EvalResult, path: Path) -> str:
     fig = _figure(8, 5)
     top, bottom = fig.subplots(2, 1, sharex=True)
-    t = _times(result)
+    t = frame_times(result)
     top.plot(t, _series(result, "abs_rel"), "o-", label="GT-aligned (best affine)")
     bottom.plot(t, _series(result, "delta1"), "o-", label="GT-aligned (best affine)")
     if result.depth_lidar_aligned is not None:
-        label = "as published (LiDAR scale)" if result.mode != "recorded-metric" \
-            else "recorded metric"
+        label = metric_label(result)
         top.plot(t, _series(result, "lidar_abs_rel"), "s-", label=label)
         bottom.plot(t, _series(result, "lidar_delta1"), "s-", label=label)
     top.set_ylabel("AbsRel")
@@ -97,7 +109,7 @@ def _plot_errors(result: EvalResult, path: Path) -> str:
 
 def _save_time_plot(fig: Any, top: Any, bottom: Any, path: Path) -> str:
     """Shared finish of the two-panel plots over time: axis label, legend, grid, file."""
-    bottom.set_xlabel("time since first scored frame (s)")
+    bottom.set_xlabel(TIME_AXIS)
     top.legend()
     top.grid(alpha=0.3)
     bottom.grid(alpha=0.3)
@@ -108,7 +120,7 @@ def _save_time_plot(fig: Any, top: Any, bottom: Any, path: Path) -> str:
 def _plot_scale(result: EvalResult, path: Path) -> str:
     fig = _figure(8, 5)
     top, bottom = fig.subplots(2, 1, sharex=True)
-    t = _times(result)
+    t = frame_times(result)
     top.plot(t, _series(result, "scale"), "s-", label="LiDAR filter (published)")
     top.plot(t, _series(result, "best_scale"), "o--", label="best possible (GT fit)")
     bottom.plot(t, _series(result, "shift"), "s-", label="LiDAR filter (published)")
@@ -118,30 +130,76 @@ def _plot_scale(result: EvalResult, path: Path) -> str:
     return _save_time_plot(fig, top, bottom, path)
 
 
+def depth_colour_range(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """(lo, hi) in meters shared by the GT and prediction panels: 1st-99th percentile of the
+    finite, positive values of both, so a prediction far off the ground truth shows its own
+    range instead of one flat colour."""
+    import numpy as np
+
+    values = [a[np.isfinite(a) & (a > 0)] for a in (gt, pred)]
+    values = np.concatenate([v.ravel() for v in values])
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(values, [1, 99]))
+    return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
+def clipped_fraction(values: np.ndarray, lo: float, hi: float) -> float:
+    """Fraction of the finite pixels drawn at an end of the colour bar (outside [lo, hi])."""
+    import numpy as np
+
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0
+    return float(np.mean((finite < lo) | (finite > hi)))
+
+
+def _depth_cmap() -> Any:
+    """turbo_r with out-of-range pixels in colours the map never uses (white, magenta) and
+    missing values grey."""
+    import matplotlib
+
+    return matplotlib.colormaps["turbo_r"].with_extremes(under="white", over="magenta",
+                                                         bad="grey")
+
+
+def _error_cmap() -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps["magma"].with_extremes(bad="grey")
+
+
 def _plot_samples(samples: list[Sample], t0: float, path: Path) -> str:
     import numpy as np
 
     fig = _figure(13, 2.8 * len(samples))
     axes = np.atleast_2d(fig.subplots(len(samples), 4))
+    cmap = _depth_cmap()
     for row, sample in zip(axes, samples):
         valid = np.isfinite(sample.gt) & (sample.gt > 0)
-        lo, hi = (np.percentile(sample.gt[valid], [2, 98]) if valid.any() else (0.0, 1.0))
+        lo, hi = depth_colour_range(sample.gt, sample.pred)
         with np.errstate(invalid="ignore", divide="ignore"):
             error = np.where(valid, np.abs(sample.pred - sample.gt) / sample.gt, np.nan)
         row[0].imshow(sample.rgb)
         row[0].set_title(f"image, t = {sample.stamp - t0:.2f} s")
-        row[1].imshow(sample.gt, cmap="turbo_r", vmin=lo, vmax=hi)
-        row[1].set_title("ground truth (m)")
-        shown = row[2].imshow(sample.pred, cmap="turbo_r", vmin=lo, vmax=hi)
-        row[2].set_title(f"prediction, {sample.label} (m)")
-        fig.colorbar(shown, ax=row[1:3], shrink=0.8)
-        err = row[3].imshow(error, cmap="magma", vmin=0.0, vmax=0.5)
-        row[3].set_title("|pred - gt| / gt")
-        fig.colorbar(err, ax=row[3], shrink=0.8)
+        row[1].imshow(sample.gt, cmap=cmap, vmin=lo, vmax=hi)
+        row[1].set_title(_clip_title("ground truth (m)", sample.gt, lo, hi))
+        shown = row[2].imshow(sample.pred, cmap=cmap, vmin=lo, vmax=hi)
+        row[2].set_title(_clip_title(f"prediction, {sample.label} (m)", sample.pred, lo, hi))
+        fig.colorbar(shown, ax=row[1:3], shrink=0.8, extend="both")
+        err = row[3].imshow(error, cmap=_error_cmap(), vmin=0.0, vmax=0.5)
+        row[3].set_title(_clip_title("|pred - gt| / gt", error, 0.0, 0.5))
+        fig.colorbar(err, ax=row[3], shrink=0.8, extend="max")
         for ax in row:
             ax.set_axis_off()
     fig.savefig(path)
     return path.name
+
+
+def _clip_title(title: str, values: np.ndarray, lo: float, hi: float) -> str:
+    """The panel title, plus how much of it is clipped to the colour bar's ends."""
+    clipped = clipped_fraction(values, lo, hi)
+    return f"{title}\n{clipped:.0%} outside the colour bar" if clipped >= 0.005 else title
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -156,8 +214,8 @@ def summary_lines(result: EvalResult) -> list[str]:
                  f"{_fmt(g.delta1):>10}{g.valid:>12}")
     lidar = result.depth_lidar_aligned
     if lidar is not None:
-        name = "depth, recorded metric" if result.mode == "recorded-metric" \
-            else "depth, LiDAR-aligned (robot)"
+        name = f"depth, {metric_label(result)}" + (
+            " (robot)" if result.mode != "recorded-metric" else "")
         lines.append(f"{name:<32}{_fmt(lidar.abs_rel):>10}{_fmt(lidar.delta1):>10}"
                      f"{lidar.valid:>12}   {result.lidar_frames}/{result.frames} frames metric")
     n = result.normals
@@ -171,6 +229,16 @@ def summary_lines(result: EvalResult) -> list[str]:
     return lines
 
 
+def _metric_explanation(result: EvalResult) -> str:
+    if result.depth_lidar_aligned is None:
+        return "No metric depth was scored (no LiDAR, no recorded metric prediction)."
+    if result.mode == "recorded-metric":
+        return (f"{metric_label(result)}: the metric depth recorded in the bag (the node's "
+                "depth/image), scored as it is, without any alignment.")
+    return (f"{metric_label(result)}: the metric depth the node publishes, with the scale "
+            "and shift of its LiDAR fit and temporal filter.")
+
+
 def render_report(result: EvalResult, plots: dict[str, str]) -> str:
     """report.md: the table, the plots and how to read them."""
     parts = [
@@ -180,13 +248,18 @@ def render_report(result: EvalResult, plots: dict[str, str]) -> str:
         "```", *summary_lines(result), "```\n",
         "GT-aligned: each frame's relative depth mapped to meters by the least-squares "
         "scale and shift against its ground truth (the paper's protocol): the best any "
-        "affine map could do. LiDAR-aligned: the metric depth the node publishes, with the "
-        "scale and shift of its LiDAR fit and temporal filter.\n",
+        f"affine map could do. {_metric_explanation(result)}\n",
     ]
     sections = {
-        "errors_over_time": ("Per-frame error over time", ""),
+        "errors_over_time": ("Per-frame error over time",
+                             "AbsRel (top, lower is better) and delta1 (bottom, higher is "
+                             f"better) of each scored frame against {TIME_AXIS}; a gap is a "
+                             "frame that was not scored or had no metric depth."),
         "frames": ("A few frames", "Image, ground truth, prediction (meters) and its relative "
-                   "error |p - g| / g; black in the error map: no valid ground truth."),
+                   "error |p - g| / g, at the same t as the plots; ground truth and "
+                   "prediction share one colour bar, pixels beyond its ends are drawn white "
+                   "(nearer) or magenta (farther) and counted in the panel title; grey: no "
+                   "value (no valid ground truth in the error map)."),
         "scale_over_time": ("LiDAR scale over time vs the best possible",
                             "The GT fit maps relative depth to meters the same way the LiDAR "
                             "fit does (metric = scale * relative + shift), so the curves "

@@ -54,6 +54,24 @@ LABEL = (
 )
 
 
+TINY_NOTE = ("random-weight test checkpoint: its predictions are MEANINGLESS (tests and "
+             "smoke runs only; use the published GonzaloMG/*-e2e-ft-* models for real work)")
+
+
+def is_tiny_checkpoint(model: str | Path | None) -> bool:
+    """Whether ``model`` is a folder this module wrote: the marker is the first line of the
+    README.md that ``make_tiny_checkpoint`` writes. Hub ids and other folders are not."""
+    if not model:
+        return False
+    readme = Path(model).expanduser() / "README.md"
+    try:
+        with open(readme, encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.strip() == LABEL.splitlines()[0].strip()
+
+
 def _byte_vocab() -> list[str]:
     """The 256 printable stand-ins CLIP's byte-level BPE uses for raw bytes."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))

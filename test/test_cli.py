@@ -37,9 +37,9 @@ def test_predict_on_folder_writes_every_output_and_skips_the_corrupt_file(
                      "--normals-model", tiny_normals, "--device", "cpu",
                      "--processing-resolution", "0", "--quiet"])
     captured = capsys.readouterr()
-    assert code == 0
-    assert "broken.png" in captured.err
-    assert "wrote 2 of 3" in captured.out and "skipped 1" in captured.out
+    assert code == cli.EXIT_SOME_FAILED  # an input failed: not a success, but the rest ran
+    assert "skipped " + str(image_dir / "broken.png") + ": not a readable image" in captured.err
+    assert "wrote 2 of 3" in captured.out and "failed 1: broken.png" in captured.out
     for stem, shape in (("a", (40, 56)), ("b", (48, 32))):
         depth = np.load(out / f"{stem}_depth.npy")
         assert depth.shape == shape and depth.dtype == np.float32
@@ -116,3 +116,122 @@ def test_tiny_checkpoint_command_writes_a_checkpoint_folder(tmp_path):
     assert cli.main(["tiny-checkpoint", str(tmp_path / "ck"), "--task", "normals"]) == 0
     assert (tmp_path / "ck" / "model_index.json").is_file()
     assert (tmp_path / "ck" / "unet" / "config.json").is_file()
+
+
+# --------------------------------------------------------------------------- hostile inputs
+
+def _predict(folder_or_file, out, tiny_depth, *extra):
+    return cli.main(["predict", str(folder_or_file), "--out", str(out), "--depth-model",
+                     tiny_depth, "--normals-model", "none", "--device", "cpu", "--quiet",
+                     "--processing-resolution", "64", *extra])
+
+
+def test_inputs_with_the_same_stem_keep_their_suffix_and_both_are_written(
+        tiny_depth, tmp_path, capsys):
+    folder = tmp_path / "same_stem"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    cv2.imwrite(str(folder / "x.jpg"), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / "x.png"), rng.integers(0, 256, (48, 32, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / "y.png"), rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == 0
+    assert "wrote 3 of 3" in capsys.readouterr().out
+    assert np.load(out / "x_jpg_depth.npy").shape == (40, 56)
+    assert np.load(out / "x_png_depth.npy").shape == (48, 32)
+    assert np.load(out / "y_depth.npy").shape == (24, 24)  # a unique stem keeps its name
+    assert not (out / "x_depth.npy").exists()
+
+
+def test_output_names_that_would_still_clash_are_refused_before_any_work(tmp_path):
+    images = [tmp_path / "x.jpg", tmp_path / "x.png", tmp_path / "x_png.bmp"]
+    with pytest.raises(cli.UsageError, match="x.png, x_png.bmp would write the same outputs "
+                       "x_png_"):
+        cli.output_stems(images)
+
+
+def test_truncated_jpeg_is_refused_by_name_and_never_reaches_libjpeg(tiny_depth, tmp_path,
+                                                                     capfd):
+    folder = tmp_path / "truncated"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    ok, data = cv2.imencode(".jpg", rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    (folder / "cut.jpg").write_bytes(data.tobytes()[: data.size // 2])
+    cv2.imwrite(str(folder / "whole.jpg"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
+    captured = capfd.readouterr()  # file-descriptor level: libjpeg writes to fd 2 itself
+    assert "Premature end of JPEG file" not in captured.err
+    assert f"skipped {folder / 'cut.jpg'}: truncated JPEG" in captured.err
+    assert (out / "whole_depth.npy").is_file() and not (out / "cut_depth.npy").exists()
+
+
+def test_a_single_unreadable_file_exits_non_zero(tiny_depth, image_dir, tmp_path, capsys):
+    code = _predict(image_dir / "broken.png", tmp_path / "out", tiny_depth)
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_SOME_FAILED
+    assert "wrote 0 of 1" in captured.out and "broken.png" in captured.err
+
+
+def test_images_too_small_for_the_model_are_skipped_by_name_and_the_folder_goes_on(
+        tiny_depth, tmp_path, capsys):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    cv2.imwrite(str(folder / "a_tiny.png"), rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+    # 8 px tall but 600 wide: 0 px tall at processing resolution 64 (the estimator refuses)
+    cv2.imwrite(str(folder / "b_sliver.png"), rng.integers(0, 256, (8, 600, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / "c_fine.png"), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
+    captured = capsys.readouterr()
+    assert f"skipped {folder / 'a_tiny.png'}: 4x4 is too small" in captured.err
+    assert f"skipped {folder / 'b_sliver.png'}: " in captured.err
+    assert "wrote 1 of 3" in captured.out
+    assert "failed 2: a_tiny.png, b_sliver.png" in captured.out
+    assert (out / "c_fine_depth.npy").is_file()
+
+
+def test_huge_image_is_refused_from_its_header_before_decoding(tiny_depth, tmp_path, capsys):
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    ok, data = cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))
+    header = bytearray(data.tobytes())
+    header[16:24] = (20000).to_bytes(4, "big") * 2  # IHDR says 20000 x 20000
+    (folder / "huge.png").write_bytes(bytes(header))
+    cv2.imwrite(str(folder / "small.png"), np.zeros((16, 16, 3), np.uint8))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
+    err = capsys.readouterr().err
+    assert f"skipped {folder / 'huge.png'}: 20000x20000 is 400000000 pixels, over " \
+        f"--max-pixels {cli.DEFAULT_MAX_PIXELS}: refused before decoding" in err
+    assert (out / "small_depth.npy").is_file()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
+def test_image_size_is_read_from_the_file_header(suffix):
+    ok, data = cv2.imencode(suffix, np.zeros((40, 56, 3), np.uint8))
+    assert cli.image_file_size(data.tobytes()) == (56, 40)
+
+
+def test_predict_says_when_a_checkpoint_is_a_tiny_random_one(tiny_depth, image_dir, tmp_path,
+                                                             capsys):
+    assert _predict(image_dir / "a.png", tmp_path / "out", tiny_depth) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert len(notes) == 1 and tiny_depth in notes[0] and "MEANINGLESS" in notes[0]
+
+
+def test_a_real_checkpoint_folder_is_not_taken_for_a_tiny_one(tiny_depth, tmp_path):
+    import shutil
+
+    from e2e_depth_ros.tiny_checkpoint import is_tiny_checkpoint
+
+    real = shutil.copytree(tiny_depth, tmp_path / "real")
+    (real / "README.md").write_text("# My fine-tuned depth model\n")
+    assert is_tiny_checkpoint(tiny_depth) and not is_tiny_checkpoint(real)
+    assert not is_tiny_checkpoint("GonzaloMG/marigold-e2e-ft-depth")
+
+
+def test_tiny_checkpoint_command_says_its_output_is_meaningless(tmp_path, capsys):
+    assert cli.main(["tiny-checkpoint", str(tmp_path / "ck")]) == 0
+    assert "MEANINGLESS" in capsys.readouterr().out

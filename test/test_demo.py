@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -43,7 +44,10 @@ def read_stamps(bag) -> dict[str, list[int]]:
 @pytest.mark.slow
 def test_tiny_demo_runs_end_to_end_and_records_outputs_with_the_sample_headers(tmp_path):
     out = tmp_path / "demo"
-    done = run_demo("--tiny", "--out", str(out), *SMALL)
+    # A fixed scale makes every frame metric with random tiny weights (a LiDAR fit to them
+    # may or may not succeed), so the metric outputs and their pairing are checked on all.
+    done = run_demo("--tiny", "--out", str(out), "--fixed-scale", "4", "--fixed-shift", "0.5",
+                    *SMALL)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert "MEANINGLESS" in done.stdout and f"ROS_DOMAIN_ID={DEMO_DOMAIN}" in done.stdout
@@ -58,12 +62,20 @@ def test_tiny_demo_runs_end_to_end_and_records_outputs_with_the_sample_headers(t
         assert f"{demo.NAMESPACE}/{name}" in recorded
     assert recorded[f"{demo.NAMESPACE}/depth/relative"] == images  # lock-step: every frame
     assert recorded[f"{demo.NAMESPACE}/normals/image"] == images
+    # Every frame metric, and each depth/image with the camera_info of its stamp (the pair
+    # depth_image_proc and RTAB-Map need), and its cloud.
     for name in ("depth/image", "depth/camera_info", "points"):
-        assert set(recorded[f"{demo.NAMESPACE}/{name}"]) <= set(images)
+        assert sorted(recorded[f"{demo.NAMESPACE}/{name}"]) == images, name
+    assert "warning" not in done.stdout
 
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert metrics["frames"] == 4 and metrics["mode"] == "recorded-relative"
     assert (out / "evaluation" / "report.md").is_file()
+    published = json.loads((out / "evaluation" / "published_metric" / "metrics.json")
+                           .read_text())
+    assert published["mode"] == "recorded-metric"
+    assert published["frames"] == published["lidar_frames"] == 4
+    assert "fixed scale: metric depth = 4 * relative + 0.5 m" in done.stdout
     assert "AbsRel" in done.stdout and "frames received 4, processed 4" in done.stdout
 
 
@@ -104,3 +116,30 @@ def test_tiny_with_an_explicit_model_is_refused_in_one_line(capsys):
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "demo: error: --tiny makes its own checkpoints; leave out --depth-model/--normals-model")
+
+
+def test_a_split_depth_image_and_camera_info_pair_is_found_by_stamp():
+    peer = object.__new__(demo.DemoPeer)  # its pair bookkeeping only, without DDS
+    peer._cond = threading.Condition()
+    peer._seen = {f"{demo.NAMESPACE}/depth/image": {1, 2, 3},
+                  f"{demo.NAMESPACE}/depth/camera_info": {1, 3, 4}}
+    assert peer.unpaired() == [2, 4]
+    assert peer.wait_pairs(0.05) == [2, 4]
+    peer._seen[f"{demo.NAMESPACE}/depth/camera_info"] = {1, 2, 3}
+    assert peer.wait_pairs(0.05) == []
+
+
+def test_recording_copies_messages_of_a_bare_mcap_file(tmp_path):
+    from rosbags.rosbag2 import Reader
+
+    from e2e_depth_ros.synthetic import write_sample_bag
+
+    bare = next(write_sample_bag(tmp_path / "bag", n_frames=2, width=32, height=24)
+                .glob("*.mcap"))
+    recording = demo.Recording(tmp_path / "recording")
+    with Reader(bare) as reader:  # no metadata.yaml: the connections carry no type hash
+        assert not any(c.digest for c in reader.connections)
+        for conn, bag_time, raw in reader.messages():
+            recording.copy(conn, bag_time, raw)
+    recording.close()
+    assert read_stamps(tmp_path / "recording") == read_stamps(bare)

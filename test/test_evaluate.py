@@ -78,9 +78,47 @@ def _stamp(header):
     return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
 
+SCALE, SHIFT = 4.0, 0.5  # ground truth = SCALE * oracle relative depth + SHIFT
+
+
+class GroundTruthDepth:
+    """The real tiny estimator (normals, names, settings) whose depth is replaced by the
+    bag's ground truth under a known affine map: random tiny weights give the LiDAR fit
+    nothing to find, so without this no frame would ever be metric."""
+
+    def __init__(self, inner, bag):
+        from e2e_depth_ros.messages import image_to_rgb
+
+        self.inner = inner
+        msgs = _read_bag(bag)
+        gt = {_stamp(m.header): evaluate.gt_depth_meters(m)
+              for m in msgs[DEFAULT_TOPICS["depth_gt"]]}
+        self.depth = {}
+        for msg in msgs[DEFAULT_TOPICS["image"]]:
+            depth = gt[_stamp(msg.header)]
+            relative = (np.where(np.isfinite(depth), depth, np.nanmax(depth)) - SHIFT) / SCALE
+            self.depth[image_to_rgb(msg).tobytes()] = relative.astype(np.float32)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict(self, rgb, *, depth=True, normals=True):
+        from dataclasses import replace
+
+        prediction = self.inner.predict(rgb, depth=depth, normals=normals)
+        return replace(prediction, depth=self.depth[rgb.tobytes()] if depth else None)
+
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_model_run_scores_writes_node_outputs_with_input_headers_and_a_report(
-        storage, bags, tiny_depth, tiny_normals, tmp_path, capsys):
+        storage, bags, tiny_depth, tiny_normals, tmp_path, capsys, monkeypatch):
+    factory = evaluate._estimator_factory
+
+    def oracle_factory(args):
+        make = factory(args)
+        return lambda: GroundTruthDepth(make(), bags[storage])
+
+    monkeypatch.setattr(evaluate, "_estimator_factory", oracle_factory)
     out = tmp_path / "eval"
     code = evaluate.main([
         str(bags[storage]), *TOPIC_ARGS, "--gt-normals-topic", DEFAULT_TOPICS["normals_gt"],
@@ -115,8 +153,12 @@ def test_model_run_scores_writes_node_outputs_with_input_headers_and_a_report(
         assert [_stamp(m.header) for m in written[f"/e2e_depth/{topic}"]] == inputs
     for topic in ("depth/image", "depth/camera_info", "points"):  # only frames with a scale
         assert {_stamp(m.header) for m in written.get(f"/e2e_depth/{topic}", [])} <= set(inputs)
-    metric_frames = sum(f["lidar_abs_rel"] is not None for f in metrics["per_frame"])
-    assert len(written.get("/e2e_depth/depth/image", [])) == metric_frames
+    # Every frame metric: the LiDAR fit finds the oracle's map and the node's outputs follow.
+    assert metrics["lidar_frames"] == N_FRAMES
+    assert all(f["lidar_abs_rel"] is not None for f in metrics["per_frame"])
+    assert metrics["depth_lidar_aligned"]["abs_rel"] < 0.03
+    for topic in ("depth/image", "depth/camera_info", "points"):
+        assert [_stamp(m.header) for m in written[f"/e2e_depth/{topic}"]] == inputs, topic
     relative = written["/e2e_depth/depth/relative"][0]
     assert (relative.encoding, relative.width, relative.height) == ("32FC1", WIDTH, HEIGHT)
     assert len(written[DEFAULT_TOPICS["camera_info"]]) == N_FRAMES
@@ -340,3 +382,133 @@ def test_gt_depth_16uc1_is_millimeters_with_zero_invalid_and_32fc1_is_meters():
 
     with pytest.raises(MessageError, match="16UC1 .* or 32FC1 .*got mono8"):
         evaluate.gt_depth_meters(_image(np.zeros((2, 2), np.uint8), "mono8"))
+
+
+# --------------------------------------------------------------------------- bare files, output
+
+def test_bare_mcap_file_is_evaluated_and_its_out_mcap_scores_again_as_a_bare_file(
+        bags, tiny_depth, tmp_path, capsys):
+    bare = next(bags["mcap"].glob("*.mcap"))  # the file itself, no metadata.yaml beside it
+    first = tmp_path / "first"
+    code = evaluate.main([str(bare), *TOPIC_ARGS, "--lidar-topic", DEFAULT_TOPICS["points_lidar"],
+                          "--depth-model", tiny_depth, "--device", "cpu", "--no-progress",
+                          "--processing-resolution", "0", "--out", str(first)])
+    assert code == 0, capsys.readouterr().err
+    # out.mcap holds what a second evaluation needs: the node's relative depth, the inputs
+    # and the ground truth, so the tool's own output feeds back in as a bare file.
+    again = tmp_path / "again"
+    code = evaluate.main([str(first / "out.mcap"), *TOPIC_ARGS,
+                          "--lidar-topic", DEFAULT_TOPICS["points_lidar"],
+                          "--pred-topic", "/e2e_depth/depth/relative", "--no-progress",
+                          "--out", str(again)])
+    assert code == 0, capsys.readouterr().err
+    scored = [json.loads((d / "metrics.json").read_text()) for d in (first, again)]
+    assert scored[1]["mode"] == "recorded-relative"
+    assert scored[1]["frames"] == scored[0]["frames"] == N_FRAMES
+    assert scored[1]["depth_gt_aligned"] == scored[0]["depth_gt_aligned"]
+    assert [f["stamp"] for f in scored[1]["per_frame"]] == \
+        [f["stamp"] for f in scored[0]["per_frame"]]
+    copied = _read_bag(first / "out.mcap")
+    for topic in ("depth_gt", "points_lidar", "camera_info", "image"):
+        assert len(copied[DEFAULT_TOPICS[topic]]) == N_FRAMES, topic
+
+
+def _fake_earlier_run(folder):
+    folder.mkdir()
+    (folder / "metrics.json").write_text("earlier run\n")
+    return folder
+
+
+def test_existing_metrics_json_is_refused_without_overwrite_before_the_bag_is_read(
+        bags, tmp_path, capsys):
+    out = _fake_earlier_run(tmp_path / "out")
+    _expect_error(capsys, [str(bags["mcap"]), *TOPIC_ARGS, *NO_MODEL, "--out", str(out)],
+                  str(out / "metrics.json"), "exists", "--overwrite")
+    assert (out / "metrics.json").read_text() == "earlier run\n"
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_overwrite_replaces_an_earlier_runs_files(bags, tiny_depth, tmp_path, capsys):
+    out = _fake_earlier_run(tmp_path / "out")
+    (out / "out.mcap").write_bytes(b"earlier bag")
+    code = evaluate.main([str(bags["mcap"]), *TOPIC_ARGS, "--depth-model", tiny_depth,
+                          "--device", "cpu", "--processing-resolution", "0", "--no-progress",
+                          "--out", str(out), "--overwrite"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["frames"] == N_FRAMES
+    assert len(_read_bag(out / "out.mcap")["/e2e_depth/depth/relative"]) == N_FRAMES
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_folder_named_out_mcap_is_never_deleted_even_with_overwrite(
+        overwrite, bags, tmp_path, capsys):
+    out = tmp_path / "out"
+    keep = out / "out.mcap" / "user_data.txt"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("not the tool's")
+    _expect_error(capsys, [str(bags["mcap"]), *TOPIC_ARGS, *NO_MODEL, "--out", str(out),
+                           *overwrite],
+                  str(out / "out.mcap"), "is not a file")
+    assert keep.read_text() == "not the tool's"
+    assert sorted(p.name for p in out.iterdir()) == ["out.mcap"]
+
+
+def _gt_edit(kind):
+    """An edit for _rewrite_bag that makes every ground-truth depth unusable in one way."""
+    def edit(name, msg):
+        if name != DEFAULT_TOPICS["depth_gt"]:
+            return msg
+        from dataclasses import replace
+
+        from e2e_depth_ros.messages import build_image, image_to_array
+
+        depth = image_to_array(msg)
+        if kind == "wrong_size":
+            return build_image(type(msg), msg.header, depth[: HEIGHT // 2], "32FC1")
+        if kind == "wrong_encoding":
+            return build_image(type(msg), msg.header,
+                               np.zeros(depth.shape, np.uint8), "mono8")
+        values = {"all_nan": np.nan, "all_zero": 0.0, "all_inf": np.inf, "all_negative": -2.0}
+        new = np.full(depth.shape, values[kind], np.float32)
+        return replace(msg, data=new.view(np.uint8).reshape(-1).copy())
+    return edit
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("wrong_size", "64x24, the image is 64x48"), ("all_nan", "fewer than 2 valid pixels"),
+    ("all_zero", "fewer than 2 valid pixels"), ("all_inf", "fewer than 2 valid pixels"),
+    ("all_negative", "fewer than 2 valid pixels"), ("wrong_encoding", "got mono8")])
+def test_unusable_ground_truth_exits_2_and_writes_nothing(kind, fragment, bags, tmp_path,
+                                                          capsys):
+    bag = _rewrite_bag(bags["mcap"], tmp_path / kind, _gt_edit(kind))
+    out = tmp_path / "out"
+    # NO_MODEL: refused before the model loads (this path would fail if it did)
+    _expect_error(capsys, [str(bag), *TOPIC_ARGS, *NO_MODEL, "--out", str(out)],
+                  "no usable ground-truth depth", fragment, "nothing written")
+    assert not out.exists()
+
+
+def test_no_scorable_frame_after_the_run_leaves_no_files(bags, tmp_path):
+    # A constant recorded prediction passes the ground-truth checks but cannot be aligned.
+    bag = _pred_bag(bags["mcap"], tmp_path / "pred_bag", scale=1.0, shift=0.0)
+
+    def flat(name, msg):
+        from dataclasses import replace
+
+        if name != "/pred/depth":
+            return msg
+        return replace(msg, data=np.full(WIDTH * HEIGHT, 0.5, "<f4").view(np.uint8))
+
+    constant = _rewrite_bag(bag, tmp_path / "constant", flat)
+    topics = evaluate.EvalTopics(image=DEFAULT_TOPICS["image"],
+                                 camera_info=DEFAULT_TOPICS["camera_info"],
+                                 gt_depth=DEFAULT_TOPICS["depth_gt"], pred="/pred/depth")
+    out = tmp_path / "existing"
+    out.mkdir()
+    from e2e_depth_ros.errors import BagError
+
+    with pytest.raises(BagError, match="no frame could be scored:.*prediction constant.*"
+                       "nothing written"):
+        evaluate.evaluate_bag(constant, topics, out_dir=out,
+                              options=evaluate.EvalOptions(progress=False))
+    assert list(out.iterdir()) == []

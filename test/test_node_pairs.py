@@ -1,0 +1,58 @@
+"""depth/image and depth/camera_info leave the node as a pair (depth_image_proc, RTAB-Map)."""
+
+import itertools
+import os
+
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+
+from e2e_depth_ros.estimator import Estimator
+from e2e_depth_ros.geometry import PinholeCamera
+from e2e_depth_ros.node import DepthNode
+from rig import Rig, camera_info
+
+pytestmark = pytest.mark.usefixtures("ros")
+T0 = 1_700_000_000_000_000_000
+CAMERA = PinholeCamera(fx=50.0, fy=46.0, cx=30.0, cy=25.0, width=64, height=48)
+_namespaces = itertools.count()
+
+
+@pytest.fixture
+def rig(tiny_depth):
+    estimator = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
+    namespace = f"/pairs{os.getpid()}_{next(_namespaces)}"
+    params = {"processing_resolution": 0, "fixed_scale": 2.0, "fixed_shift": 0.5}
+    node = DepthNode(estimator=estimator, namespace=namespace,
+                     parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    rig = Rig(node, namespace)
+    yield rig
+    rig.close()
+
+
+def _image(seed):
+    return np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def test_depth_image_is_never_published_without_its_camera_info(rig):
+    rig.send(_image(0), T0)  # metric (fixed scale) but no camera_info for this stamp
+    assert rig.wait_for(lambda: T0 in rig.stamps("depth/relative"))
+    with_info = T0 + 10**8
+    rig.send(_image(1), with_info, camera=CAMERA)
+    assert rig.wait_for(lambda: with_info in rig.stamps("depth/camera_info")
+                        and with_info in rig.stamps("depth/image"))
+    assert rig.stamps("depth/image") == rig.stamps("depth/camera_info") == [with_info]
+    assert "depth/image is not published without its depth/camera_info" in \
+        rig.node_under_test.stats.last_warning
+
+
+def test_camera_info_sent_together_with_its_image_pairs_every_frame(rig):
+    # No pause between camera_info and image: both are often ready in one executor wait.
+    stamps = [T0 + i * 10**8 for i in range(6)]
+    for i, stamp in enumerate(stamps):
+        rig.info_pub.publish(camera_info(CAMERA, stamp))
+        rig.send(_image(i), stamp)
+        assert rig.wait_for(lambda: stamp in rig.stamps("depth/relative"))
+    assert rig.wait_for(lambda: len(rig.stamps("depth/camera_info")) == len(stamps))
+    assert sorted(rig.stamps("depth/image")) == sorted(rig.stamps("depth/camera_info")) \
+        == stamps

@@ -1,0 +1,74 @@
+"""The evaluation's report: captions, one name per score, one clock, honest colour bars."""
+
+import re
+
+import numpy as np
+import pytest
+
+from e2e_depth_ros import report
+from e2e_depth_ros.evaluate import EvalResult, FrameScore
+from e2e_depth_ros.metrics import DepthMetrics
+
+T0 = 1_700_000_000.0  # the bag's first image stamp (s)
+
+
+def _result(mode, stamps, *, metric=True):
+    frames = [FrameScore(stamp=s, stamp_ns=round(s * 1e9), abs_rel=0.1, delta1=0.9, valid=10,
+                         best_scale=2.0, best_shift=0.5, lidar_abs_rel=0.2 if metric else None,
+                         lidar_delta1=0.8 if metric else None) for s in stamps]
+    summary = DepthMetrics(0.1, 0.9, 10 * len(frames))
+    return EvalResult(bag="b", mode=mode, frames=len(frames), frames_total=4,
+                      depth_gt_aligned=summary,
+                      depth_lidar_aligned=DepthMetrics(0.2, 0.8, 40) if metric else None,
+                      lidar_frames=len(frames) if metric else 0, normals=None,
+                      per_frame=frames, skipped={}, time_origin=T0)
+
+
+PLOTS = {"errors_over_time": "errors_over_time.png", "frames": "frames.png",
+         "scale_over_time": "scale_over_time.png"}
+
+
+@pytest.mark.parametrize("mode", ["model", "recorded-relative", "recorded-metric"])
+def test_every_report_section_has_a_caption_under_its_heading(mode):
+    text = report.render_report(_result(mode, [T0, T0 + 0.1]), PLOTS)
+    sections = re.findall(r"^## (.+)\n\n(.*)\n", text, flags=re.MULTILINE)
+    assert {title for title, _ in sections} >= {"Per-frame error over time", "A few frames"}
+    for title, caption in sections:
+        assert caption.strip() and not caption.startswith("!["), title
+
+
+def test_recorded_metric_report_names_its_score_recorded_metric_everywhere():
+    text = report.render_report(_result("recorded-metric", [T0, T0 + 0.1]), PLOTS)
+    assert "LiDAR-aligned" not in text
+    table_row = next(line for line in text.splitlines() if line.startswith("depth, recorded"))
+    assert table_row.startswith("depth, recorded metric")
+    assert "recorded metric: the metric depth recorded in the bag" in text
+
+
+def test_lidar_report_names_its_score_lidar_aligned_in_table_and_text():
+    text = report.render_report(_result("model", [T0, T0 + 0.1]), PLOTS)
+    assert "depth, LiDAR-aligned (robot)" in text
+    assert "LiDAR-aligned: the metric depth the node publishes" in text
+    assert "recorded metric" not in text
+
+
+def test_time_is_seconds_since_the_bags_first_image_whatever_frame_scored_first():
+    # The same frame (stamp T0 + 0.4) in two evaluations of one bag: one scored from the
+    # first frame on, the other only from T0 + 0.3 on. Its t must be the same in both.
+    everything = _result("recorded-relative", [T0, T0 + 0.1, T0 + 0.2, T0 + 0.3, T0 + 0.4])
+    later = _result("recorded-metric", [T0 + 0.3, T0 + 0.4])
+    assert report.frame_times(everything)[-1] == pytest.approx(0.4, abs=1e-6)
+    assert report.frame_times(later)[-1] == pytest.approx(0.4, abs=1e-6)
+
+
+def test_frames_png_plots_a_far_off_prediction_in_range_and_counts_what_is_clipped(tmp_path):
+    gt = np.linspace(1.0, 3.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    pred = gt + 8.0  # far beyond the ground truth: once one flat colour past the bar
+    lo, hi = report.depth_colour_range(gt, pred)
+    assert lo <= 1.05 and hi >= 10.9
+    assert report.clipped_fraction(pred, lo, hi) < 0.03  # the 1st-99th percentile tails
+    assert report.clipped_fraction(pred, 1.0, 3.0) == 1.0
+    gt[:2] = np.nan
+    sample = report.Sample(T0 + 0.4, np.zeros((48, 64, 3), np.uint8), gt, pred, "GT-aligned")
+    name = report._plot_samples([sample], T0, tmp_path / "frames.png")
+    assert (tmp_path / name).stat().st_size > 0
