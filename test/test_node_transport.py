@@ -156,3 +156,19 @@ def test_input_qos_follows_the_publishers_when_they_change(spun):
     finally:
         camera.kill() if camera.poll() is None else None
     assert node.stats.received >= 1
+
+
+def test_best_effort_camera_using_the_shipped_profile_reaches_the_node_at_640x480(
+        spun, monkeypatch):
+    spun_node = spun()
+    node = spun_node.node
+    profile = str(ROOT / "config" / "fastdds_large_data.xml")
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", profile)  # the camera's process only
+    camera = run_camera(f"{spun_node.namespace}/image", "--reliability", "best_effort",
+                        "--count", "30", "--rate", "10")
+    try:
+        stream(camera, lambda: node._inputs["image"].choice.message ==
+               "auto: best-effort, matching 1 best-effort publisher")
+    finally:
+        camera.kill() if camera.poll() is None else None
+    assert node.stats.received >= 28, f"{node.stats.received} of 30 arrived"
