@@ -11,6 +11,17 @@ latency (receive time minus the stamp set just before publishing; one clock, one
     python benchmarks/bench_transport.py [--count 30] [--rate 10] [--domain 67]
     python benchmarks/bench_transport.py --payloads image640x480,cloud1 --profiles none,both
 
+``--node`` measures the node itself instead, as ``launch/depth.launch.py`` runs it (its
+params file, the profile in its environment; tiny random checkpoints, ``fixed_scale`` for
+metric outputs since there is no LiDAR): a 640x480 camera process at 10 Hz (reliable, or
+best-effort with and without the profile) -> ``python -m e2e_depth_ros.node`` -> a
+best-effort (Nav2's sensor QoS) and a reliable subscriber process on ``points``,
+``depth/image`` and ``depth/relative``. It prints what the node counted as received, its
+stamp-based loss estimate, and what each subscriber got. The "before" row runs the node as
+it was (best-effort input, no profile).
+
+    python benchmarks/bench_transport.py --node [--count 100]
+
 A best-effort publisher with a reliable subscriber is not a case: DDS does not match them
 (the node avoids this by matching its subscription to the publisher, see e2e_depth_ros.qos).
 Loopback only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST), one ROS domain of your choosing.
@@ -132,6 +143,190 @@ def run_subscriber(args) -> int:
     return 0
 
 
+NODE_OUTPUTS = ("points", "depth/image", "depth/relative")
+NODE_CASES = {  # name: (camera reliability, camera has profile, node has profile, input_qos)
+    "before: old node, reliable camera": ("reliable", False, False, "best_effort"),
+    "reliable camera": ("reliable", False, True, "auto"),
+    "best-effort camera + profile": ("best_effort", True, True, "auto"),
+    "best-effort camera, no profile": ("best_effort", False, True, "auto"),
+}
+
+
+def run_camera(args) -> int:
+    """640x480 rgb8 + camera_info at ``--rate``; waits for the node, sends ``--count``."""
+    import numpy as np
+    import rclpy
+    from rclpy.node import Node
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
+
+    from e2e_depth_ros import messages
+
+    rclpy.init()
+    node = Node("bench_camera")
+    qos = _qos(args.reliability, 5)
+    image_pub = node.create_publisher(Image, "camera/image_raw", qos)
+    info_pub = node.create_publisher(CameraInfo, "camera/camera_info", qos)
+    rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    image = messages.build_image(Image, Header(frame_id="camera_optical"), rgb, "rgb8")
+    info = CameraInfo(header=image.header, width=640, height=480,
+                      distortion_model="plumb_bob", d=[0.0] * 5)
+    info.k = [500.0, 0.0, 319.5, 0.0, 480.0, 239.5, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [500.0, 0.0, 319.5, 0.0, 0.0, 480.0, 239.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    deadline = time.monotonic() + 60.0
+    while image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3.0)  # the node re-checks its input QoS every second
+    start = time.monotonic()
+    for index in range(args.count):
+        sec, nanosec = divmod(time.time_ns(), 1_000_000_000)
+        for msg in (info, image):
+            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        info_pub.publish(info)
+        image_pub.publish(image)
+        time.sleep(max(0.0, start + (index + 1) / args.rate - time.monotonic()))
+    time.sleep(args.linger)
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def run_output_subscriber(args) -> int:
+    """Counts distinct stamps on the node's outputs; also keeps the node's last diagnostics."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image, PointCloud2
+
+    rclpy.init()
+    node = Node(f"bench_outputs_{args.reliability}")
+    stamps: dict[str, set] = {topic: set() for topic in NODE_OUTPUTS}
+    diagnostics: dict = {}
+
+    def collector(topic):
+        return lambda msg: stamps[topic].add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+
+    def on_diagnostics(msg) -> None:
+        for status in msg.status:
+            if status.name.endswith("e2e_depth_node: depth"):
+                diagnostics.update({kv.key: kv.value for kv in status.values})
+
+    for topic in NODE_OUTPUTS:
+        node.create_subscription(PointCloud2 if topic == "points" else Image, topic,
+                                 collector(topic), _qos(args.reliability, 5))
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    print("ready", flush=True)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    deadline = time.monotonic() + args.timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    print(json.dumps({"received": {t: len(v) for t, v in stamps.items()},
+                      "diagnostics": diagnostics}), flush=True)
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def run_node_case(name: str, *, count: int, rate: float, domain: int, checkpoint: str,
+                  log) -> dict:
+    camera_rel, camera_profile, node_profile, input_qos = NODE_CASES[name]
+    me = [sys.executable, str(Path(__file__).resolve())]
+    timeout = str(count / rate + 300)
+    subs = {rel: subprocess.Popen(me + ["--role", "outputs", "--reliability", rel,
+                                        "--timeout", timeout],
+                                  env=_environment(domain, False), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+            for rel in ("best_effort", "reliable")}
+    node = subprocess.Popen(
+        [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args",
+         "--params-file", str(ROOT / "config" / "depth.yaml"),
+         "-p", f"depth_model:={checkpoint}", "-p", "normals_model:=''", "-p", "device:=cpu",
+         "-p", "fixed_scale:=2.0", "-p", f"input_qos:={input_qos}",
+         "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"],
+        env=_environment(domain, node_profile), stdout=log, stderr=subprocess.STDOUT)
+    results = {}
+    try:
+        for sub in subs.values():
+            assert sub.stdout.readline().strip() == "ready", "subscriber did not start"
+        time.sleep(2.0)
+        if node.poll() is not None:
+            raise RuntimeError(f"the node exited ({node.returncode}): see {log.name}")
+        camera = subprocess.run(
+            me + ["--role", "camera", "--reliability", camera_rel, "--count", str(count),
+                  "--rate", str(rate), "--linger", "4"],
+            env=_environment(domain, camera_profile), timeout=count / rate + 200,
+            capture_output=True, text=True)
+        if camera.returncode:
+            raise RuntimeError(f"camera failed: {camera.stderr[-500:]}")
+        time.sleep(1.5)  # one more diagnostics message after the last frame
+        for rel, sub in subs.items():
+            try:
+                sub.stdin.write("stop\n")
+                sub.stdin.flush()
+            except BrokenPipeError:
+                pass
+            out, _ = sub.communicate(timeout=30)
+            results[rel] = json.loads(out.strip().splitlines()[-1])
+    finally:
+        for proc in (*subs.values(), node):
+            if proc.poll() is None:
+                proc.send_signal(2)
+        for proc in (*subs.values(), node):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    diag = results["reliable"]["diagnostics"] or results["best_effort"]["diagnostics"]
+    return {"case": name, "count": count, "diagnostics": diag,
+            "best_effort": results["best_effort"]["received"],
+            "reliable": results["reliable"]["received"]}
+
+
+def print_node_table(rows: list[dict]) -> None:
+    print(f"{'case':<34} {'node received':>14} {'stamps Hz':>9} {'loss est':>8} "
+          f"{'processed':>9} " + " ".join(f"{t + ' BE/R':>18}" for t in NODE_OUTPUTS))
+    for row in rows:
+        diag = row["diagnostics"]
+        received = int(diag.get("frames_received", 0))
+        cells = []
+        for topic in NODE_OUTPUTS:
+            be, rel = row["best_effort"][topic], row["reliable"][topic]
+            cells.append(f"{be:>4}/{rel:<4} {be / rel if rel else float('nan'):5.0%}")
+        print(f"{row['case']:<34} {received:>4}/{row['count']:<4} {received / row['count']:4.0%} "
+              f"{diag.get('input_rate_from_stamps_hz', '?'):>9} "
+              f"{diag.get('input_loss_estimate', '?'):>8} "
+              f"{diag.get('frames_processed', '?'):>9} " + " ".join(f"{c:>18}" for c in cells))
+
+
+def node_suite(args) -> int:
+    import tempfile
+
+    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+
+    print(f"# node: {args.count} frames 640x480 at {args.rate:g} Hz per case, ROS domain "
+          f"{args.domain}, load average {os.getloadavg()[0]:.2f} at start", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "node.log", "w") as log:
+        checkpoint = str(make_tiny_checkpoint(Path(tmp) / "depth", task="depth"))
+        for repeat in range(args.repeats):
+            for name in NODE_CASES:
+                rows.append(run_node_case(name, count=args.count, rate=args.rate,
+                                          domain=args.domain, checkpoint=checkpoint,
+                                          log=log))
+                print(f"#   {name}: node received "
+                      f"{rows[-1]['diagnostics'].get('frames_received')}, "
+                      f"BE {rows[-1]['best_effort']}, R {rows[-1]['reliable']}", flush=True)
+    print(f"# load average {os.getloadavg()[0]:.2f} at end")
+    print_node_table(rows)
+    return 0
+
+
 def _environment(domain: int, profile: bool) -> dict:
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_DOMAIN_ID=str(domain), PYTHONPATH=f"{ROOT}{os.pathsep}"
@@ -215,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=30, help="messages per case")
     parser.add_argument("--rate", type=float, default=10.0, help="publish rate (Hz)")
     parser.add_argument("--domain", type=int, default=67, help="ROS_DOMAIN_ID of the cases")
-    parser.add_argument("--role", choices=("pub", "sub"), help=argparse.SUPPRESS)
+    parser.add_argument("--node", action="store_true",
+                        help="measure the node (launch defaults) instead of raw transport")
+    parser.add_argument("--repeats", type=int, default=1, help="--node: rounds of the cases")
+    parser.add_argument("--role", choices=("pub", "sub", "camera", "outputs"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--payload", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--reliability", help=argparse.SUPPRESS)
@@ -227,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_publisher(args)
     if args.role == "sub":
         return run_subscriber(args)
+    if args.role == "camera":
+        return run_camera(args)
+    if args.role == "outputs":
+        return run_output_subscriber(args)
+    if args.node:
+        return node_suite(args)
     payloads = args.payloads.split(",")
     profiles = args.profiles.split(",")
     unknown = set(payloads) - set(PAYLOADS) | set(profiles) - {"none", "pub", "both"}
