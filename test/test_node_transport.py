@@ -172,3 +172,12 @@ def test_best_effort_camera_using_the_shipped_profile_reaches_the_node_at_640x48
     finally:
         camera.kill() if camera.poll() is None else None
     assert node.stats.received >= 28, f"{node.stats.received} of 30 arrived"
+
+
+def test_input_qos_parameter_refuses_an_unknown_mode_with_the_choices():
+    from e2e_depth_ros.node import PARAMETERS, validate_parameter
+
+    assert PARAMETERS["input_qos"][0] == "auto"
+    assert validate_parameter("input_qos", "sensor_data") is None
+    assert validate_parameter("input_qos", "fast") == (
+        "input_qos must be one of auto, reliable, best_effort, sensor_data, got 'fast'")
