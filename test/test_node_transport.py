@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
@@ -156,6 +157,22 @@ def test_input_qos_follows_the_publishers_when_they_change(spun):
     finally:
         camera.kill() if camera.poll() is None else None
     assert node.stats.received >= 1
+
+
+def test_resubscribing_camera_info_keeps_it_ahead_of_the_image_in_the_executor(spun):
+    from sensor_msgs.msg import CameraInfo
+
+    spun_node = spun()
+    node = spun_node.node
+    publisher_node = rclpy.create_node(f"info_pub_{next(_names)}")
+    try:  # a reliable camera_info publisher appears: only camera_info's QoS changes
+        publisher_node.create_publisher(CameraInfo, f"{spun_node.namespace}/camera_info", 10)
+        assert wait_for(lambda: node._inputs["camera_info"].choice.reliability == "reliable")
+    finally:
+        publisher_node.destroy_node()
+    names = [sub.topic_name.rsplit("/", 1)[-1] for sub in node.subscriptions]
+    assert [n for n in names if n in ("camera_info", "points_lidar", "image")] == \
+        ["camera_info", "points_lidar", "image"]
 
 
 def test_best_effort_camera_using_the_shipped_profile_reaches_the_node_at_640x480(
