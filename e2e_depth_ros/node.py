@@ -32,7 +32,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from e2e_depth_ros import messages
 from e2e_depth_ros.errors import E2EDepthError
 from e2e_depth_ros.geometry import quaternion_to_matrix, transform_points
+from e2e_depth_ros.matched_subscription import MatchedSubscription
 from e2e_depth_ros.processing import FrameProcessor, Needs, ProcessingConfig
+from e2e_depth_ros.qos import MODES as INPUT_QOS_MODES
+from e2e_depth_ros.stamp_rate import StampRateEstimator
 from e2e_depth_ros.sync import LatestSlot, StampBuffer, stamp_to_ns
 
 try:  # tf2 is used when a ROS install provides it; static extrinsics otherwise
@@ -42,10 +45,10 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 NODE_NAME = "e2e_depth_node"
 THROTTLE_S = 5.0
-IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                       reliability=ReliabilityPolicy.BEST_EFFORT)
-SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                        reliability=ReliabilityPolicy.BEST_EFFORT)
+# Inputs: reliability matched to the publishers (input_qos); keep last 1 image (newest frame
+# only), 5 camera_info / LiDAR messages (paired by stamp).
+IMAGE_DEPTH, SENSOR_DEPTH = 1, 5
+INPUT_LOSS_WARN = 0.05  # warn when the stamps say more than this fraction never arrived
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                         reliability=ReliabilityPolicy.RELIABLE)
 
@@ -67,6 +70,9 @@ PARAMETERS = {
     "compile": (False, _B, "torch.compile the UNet and VAE (GPU: ~2x faster after warm-up)",
                 None, True),
     "use_compressed": (False, _B, "Subscribe to image/compressed instead of image", None, True),
+    "input_qos": ("auto", _S, "Reliability of the image, camera_info and LiDAR subscriptions: "
+                  "auto (match the publishers), reliable, best_effort or sensor_data", None,
+                  False),
     "processing_resolution": (768, _I, "Longer image side the model runs at; 0 = native",
                               (0, 4096), False),
     "publish_relative": (True, _B, "Publish depth/relative (affine-invariant, [0, 1])",
@@ -129,6 +135,8 @@ def validate_parameter(name: str, value) -> str | None:
     if name == "lidar_extrinsic_translation" and (len(value) != 3 or
                                                   not all(map(math.isfinite, value))):
         return "lidar_extrinsic_translation needs 3 finite numbers [x, y, z]"
+    if name == "input_qos" and value not in INPUT_QOS_MODES:
+        return f"input_qos must be one of {', '.join(INPUT_QOS_MODES)}, got {value!r}"
     if name == "lidar_extrinsic_rotation":
         if len(value) != 4 or not all(map(math.isfinite, value)) or not any(value):
             return "lidar_extrinsic_rotation needs a non-zero quaternion [x, y, z, w]"
@@ -185,16 +193,9 @@ class DepthNode(Node):
             "points": self.create_publisher(PointCloud2, "points", OUTPUT_QOS),
         }
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # camera_info and LiDAR first: the executor serves ready subscriptions in creation
-        # order, so a frame's camera_info arriving with its image is stored before the image
-        # wakes the worker (else that frame has no camera_info: no cloud, no depth/image).
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, SENSOR_QOS)
-        self.create_subscription(PointCloud2, "points_lidar", self._on_lidar, SENSOR_QOS)
-        if self._params["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image,
-                                     IMAGE_QOS)
-        else:
-            self.create_subscription(Image, "image", self._on_image, IMAGE_QOS)
+        self._stamp_rate = StampRateEstimator(window=100)
+        self._inputs = self._subscribe_inputs()
+        self.create_timer(1.0, self._recheck_inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._window = (time.monotonic(), 0, 0)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -218,6 +219,40 @@ class DepthNode(Node):
                          processing_resolution=p["processing_resolution"],
                          normals_convention=p["normals_convention"], compile=p["compile"])
 
+    def _subscribe_inputs(self) -> dict[str, MatchedSubscription]:
+        """Image, camera_info and LiDAR with the reliability their publishers offer.
+
+        camera_info and LiDAR first: the executor serves ready subscriptions in creation
+        order, so a frame's camera_info arriving with its image is stored before the image
+        wakes the worker (else that frame has no camera_info: no cloud, no depth/image).
+        """
+        mode = self._params["input_qos"]
+        image = ((CompressedImage, "image/compressed") if self._params["use_compressed"]
+                 else (Image, "image"))
+        return {  # creation order, kept by _recheck_inputs
+            "camera_info": MatchedSubscription(self, CameraInfo, "camera_info",
+                                               self._on_camera_info, mode=mode,
+                                               depth=SENSOR_DEPTH),
+            "lidar": MatchedSubscription(self, PointCloud2, "points_lidar", self._on_lidar,
+                                         mode=mode, depth=SENSOR_DEPTH),
+            "image": MatchedSubscription(self, *image, self._on_image, mode=mode,
+                                         depth=IMAGE_DEPTH),
+        }
+
+    def _recheck_inputs(self) -> None:
+        """Publishers come and go: follow their reliability (or a changed input_qos).
+
+        When one input must be re-subscribed, all are, in their order, so camera_info and
+        LiDAR stay ahead of the image in the executor.
+        """
+        choices = {}
+        for name, subscription in self._inputs.items():
+            subscription.mode = self._params["input_qos"]
+            choices[name] = subscription.choose()
+        recreate = any(self._inputs[name].changes(choice) for name, choice in choices.items())
+        for name, subscription in self._inputs.items():
+            subscription.apply(choices[name], recreate=recreate)
+
     def _processing_config(self) -> ProcessingConfig:
         return ProcessingConfig(**{k: v for k, v in self._params.items() if k in _CONFIG_KEYS})
 
@@ -234,6 +269,7 @@ class DepthNode(Node):
     # -- callbacks: store and return -----------------------------------------------------
     def _on_image(self, msg) -> None:
         self.stats.received += 1
+        self._stamp_rate.add(stamp_to_ns(msg.header.stamp))
         self._slot.put(msg)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -468,16 +504,45 @@ class DepthNode(Node):
             "last_error": s.last_error,
             "last_warning": s.last_warning,
         }
-        if s.failed and level == DiagnosticStatus.OK:
+        transport_values, transport_problem = self._transport_diagnostics()
+        values.update(transport_values)
+        if (s.failed or transport_problem) and level == DiagnosticStatus.OK:
             level = DiagnosticStatus.WARN
         status = DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: depth",
-            message=f"{scale_status}; {values['output_rate_hz']} Hz out",
+            message=f"{scale_status}; {values['output_rate_hz']} Hz out"
+                    + (f"; {transport_problem}" if transport_problem else ""),
             hardware_id=str(est.device),
             values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = stamp.to_msg()
         self._diagnostics.publish(array)
+
+    def _transport_diagnostics(self) -> tuple[dict[str, str], str]:
+        """Input QoS in use, and the camera's rate and loss from the image stamps.
+
+        Transport loss is otherwise silent: frames lost in DDS never reach a callback. The
+        stamps of those that arrive say how many were published in between.
+        """
+        rate = self._stamp_rate.estimate()
+        mismatches = [f"{name}: {sub.choice.message}" for name, sub in self._inputs.items()
+                      if sub.choice is not None and sub.choice.mismatch]
+        values = {
+            "input_qos": self._params["input_qos"],
+            "input_qos_image": self._inputs["image"].describe(),
+            "input_qos_camera_info": self._inputs["camera_info"].describe(),
+            "input_qos_lidar": self._inputs["lidar"].describe(),
+            "input_qos_mismatch": "; ".join(mismatches),
+            "input_rate_from_stamps_hz": f"{rate.rate_hz:.2f}",
+            "input_frames_missing": str(rate.missing),
+            "input_loss_estimate": f"{rate.loss:.3f}",
+        }
+        problems = []
+        if rate.loss > INPUT_LOSS_WARN:
+            problems.append(f"{rate.loss:.0%} of camera frames lost in transport")
+        if mismatches:
+            problems.append("input QoS mismatch")
+        return values, ", ".join(problems)
 
     def destroy_node(self) -> None:
         """Stop the worker without waiting for an inference in flight (it is a daemon)."""

@@ -7,18 +7,33 @@ Parameters come from ``params_file`` (``config/depth.yaml`` by default); the ``d
 ``normals_model`` and ``device`` arguments are applied after it, so they win over the file.
 Set ``use_compressed: true`` in the params file to subscribe to ``<image_topic>/compressed``.
 
+Large messages: the node's process gets the Fast DDS profile ``config/fastdds_large_data.xml``
+(a shared-memory segment big enough for a full-resolution cloud), so best-effort consumers
+such as Nav2 receive the clouds and depth images (without it most are lost over loopback).
+``fastdds_profile:=/your/profile.xml`` uses another one; ``fastdds_profile:=''`` none. An
+exported FASTDDS_DEFAULT_PROFILES_FILE is honoured as the default. Other RMWs ignore it.
+
 RViz cannot remap the topics of its displays, so it runs in the node's namespace and
 ``rviz/depth.rviz`` names the outputs relatively (``depth/image_vis``, ``points``, ...).
 Uses only launch APIs present since Humble.
 """
 
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+# Fast DDS 2 (Humble, Iron, Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE, Fast DDS 3 (Kilted
+# and later) FASTDDS_DEFAULT_PROFILES_FILE and warns about the old name.
+FASTDDS_2_DISTROS = ("humble", "iron", "jazzy")
+PROFILE_VARIABLE = ("FASTRTPS_DEFAULT_PROFILES_FILE"
+                    if os.environ.get("ROS_DISTRO", "") in FASTDDS_2_DISTROS
+                    else "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -48,6 +63,14 @@ def generate_launch_description() -> LaunchDescription:
                               default_value=PathJoinSubstitution([share, "config",
                                                                   "depth.yaml"]),
                               description="ROS 2 parameters file for the node"),
+        DeclareLaunchArgument(
+            "fastdds_profile",
+            default_value=EnvironmentVariable(
+                PROFILE_VARIABLE,
+                default_value=PathJoinSubstitution([share, "config",
+                                                    "fastdds_large_data.xml"])),
+            description="Fast DDS XML profile for the node's process (large messages to "
+                        "best-effort subscribers); empty = Fast DDS defaults"),
         DeclareLaunchArgument("rviz", default_value="false",
                               description="Start RViz with rviz/depth.rviz"),
     ]
@@ -71,6 +94,7 @@ def generate_launch_description() -> LaunchDescription:
             ("camera_info", LaunchConfiguration("camera_info_topic")),
             ("points_lidar", LaunchConfiguration("lidar_topic")),
         ],
+        additional_env={PROFILE_VARIABLE: LaunchConfiguration("fastdds_profile")},
         output="screen",
         emulate_tty=True,
     )

@@ -95,7 +95,15 @@ class Rig:
         self._diag_name = f"{name}: depth"
         assert self.wait_for(lambda: self.image_pub.get_subscription_count() > 0
                              and (not subscribe or all(p.get_subscription_count() > 0
-                                  for p in node_under_test._pub.values()))), "no discovery"
+                                  for p in node_under_test._pub.values()))
+                             and self.inputs_match()), "no discovery"
+
+    def inputs_match(self) -> bool:
+        """The node's inputs have re-subscribed to match the rig's reliable publishers."""
+        inputs = getattr(self.node_under_test, "_inputs", {})
+        return all(sub.choice is not None and sub.choice.reliability == "reliable"
+                   for sub in inputs.values()) or self.node_under_test._params.get(
+                       "input_qos", "auto") != "auto"
 
     def _collector(self, topic):
         def collect(msg):

@@ -23,11 +23,14 @@ from e2e_depth_ros.node import NODE_NAME, PARAMETERS, validate_parameter
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "depth.launch.py"
 PARAMS_FILE = ROOT / "config" / "depth.yaml"
+FASTDDS_PROFILE = ROOT / "config" / "fastdds_large_data.xml"
+LARGEST_OUTPUT_BYTES = 640 * 480 * 32  # the default cloud: 640x480, point_step 32
 RVIZ_FILE = ROOT / "rviz" / "depth.rviz"
 
 # Other tools pass these by name: renaming one is a breaking change.
 LAUNCH_ARGUMENTS = {"namespace", "image_topic", "camera_info_topic", "lidar_topic",
-                    "depth_model", "normals_model", "device", "params_file", "rviz"}
+                    "depth_model", "normals_model", "device", "params_file", "rviz",
+                    "fastdds_profile"}
 REMAPPED_INPUTS = {"image", "image/compressed", "camera_info", "points_lidar"}
 PYTHON_TYPES = {  # declared parameter type -> the YAML value's Python type
     ParameterType.PARAMETER_DOUBLE: float,
@@ -103,6 +106,75 @@ def test_launch_file_starts_the_node_under_its_name_with_every_input_remapped(la
     sources = {_literal(pair.elts[0]) for pair in remappings.elts if isinstance(pair, ast.Tuple)}
     assert REMAPPED_INPUTS <= sources, f"not remapped: {sorted(REMAPPED_INPUTS - sources)}"
     assert _keyword(call, "parameters") is not None
+
+
+def _profile_variable(launch_tree, ros_distro: str) -> str:
+    """PROFILE_VARIABLE as the launch file computes it under the given ROS_DISTRO."""
+    assigns = [node for node in launch_tree.body if isinstance(node, ast.Assign)
+               and {t.id for t in node.targets} & {"FASTDDS_2_DISTROS", "PROFILE_VARIABLE"}]
+    assert len(assigns) == 2, "expected FASTDDS_2_DISTROS and PROFILE_VARIABLE at top level"
+    code = compile(ast.Module(body=assigns, type_ignores=[]), str(LAUNCH_FILE), "exec")
+    fake_os = type("os", (), {"environ": {"ROS_DISTRO": ros_distro}})
+    namespace = {"os": fake_os}
+    exec(code, namespace)  # noqa: S102 - two literal assignments from our own launch file
+    return namespace["PROFILE_VARIABLE"]
+
+
+@pytest.mark.parametrize("distro, variable", [
+    ("humble", "FASTRTPS_DEFAULT_PROFILES_FILE"),  # Fast DDS 2.6
+    ("jazzy", "FASTRTPS_DEFAULT_PROFILES_FILE"),  # Fast DDS 2.14
+    ("kilted", "FASTDDS_DEFAULT_PROFILES_FILE"),  # Fast DDS 3
+    ("rolling", "FASTDDS_DEFAULT_PROFILES_FILE"),
+])
+def test_launch_file_names_the_profile_variable_the_distros_fast_dds_reads(
+        launch_tree, distro, variable):
+    assert _profile_variable(launch_tree, distro) == variable
+
+
+def test_launch_file_gives_the_node_the_shipped_fastdds_profile_by_default(
+        launch_tree, declared_arguments):
+    env = _keyword(_depth_node_call(launch_tree), "additional_env")
+    assert isinstance(env, ast.Dict) and len(env.keys) == 1
+    assert getattr(env.keys[0], "id", None) == "PROFILE_VARIABLE"
+    (value,) = env.values
+    assert value.func.id == "LaunchConfiguration" and _literal(value.args[0]) == \
+        "fastdds_profile"
+    default = declared_arguments["fastdds_profile"]  # an exported profile wins, else ours
+    assert default.func.id == "EnvironmentVariable"
+    assert getattr(default.args[0], "id", None) == "PROFILE_VARIABLE"
+    fallback = _keyword(default, "default_value")
+    assert [_literal(node) for node in fallback.args[0].elts[1:]] == \
+        ["config", "fastdds_large_data.xml"]
+    assert FASTDDS_PROFILE.is_file()
+
+
+def test_fastdds_profile_gives_every_participant_a_shared_memory_segment_for_large_data():
+    import xml.etree.ElementTree as ElementTree
+
+    ns = {"dds": "http://www.eprosima.com"}
+    root = ElementTree.parse(FASTDDS_PROFILE).getroot()
+    descriptors = {d.findtext("dds:transport_id", namespaces=ns): d for d in
+                   root.iterfind("dds:profiles/dds:transport_descriptors/"
+                                 "dds:transport_descriptor", ns)}
+    kinds = {name: d.findtext("dds:type", namespaces=ns) for name, d in descriptors.items()}
+    assert sorted(kinds.values()) == ["SHM", "UDPv4"]
+    (shm,) = [d for d in descriptors.values() if d.findtext("dds:type", namespaces=ns) == "SHM"]
+    segment = int(shm.findtext("dds:segment_size", namespaces=ns))
+    assert segment >= 100_000_000 and segment >= 10 * LARGEST_OUTPUT_BYTES
+    (udp,) = [d for d in descriptors.values() if d.findtext("dds:type", namespaces=ns) == "UDPv4"]
+    assert int(udp.findtext("dds:receiveBufferSize", namespaces=ns)) >= 4 * 1024 * 1024
+    (participant,) = root.iterfind("dds:profiles/dds:participant", ns)
+    assert participant.get("is_default_profile") == "true"  # applies without code changes
+    rtps = participant.find("dds:rtps", ns)
+    used = [t.text for t in rtps.iterfind("dds:userTransports/dds:transport_id", ns)]
+    assert sorted(used) == sorted(descriptors)
+    assert rtps.findtext("dds:useBuiltinTransports", namespaces=ns) == "false"
+
+
+def test_setup_installs_the_fastdds_profile_with_the_params_file():
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    strings = {_literal(node) for node in ast.walk(tree)}
+    assert {"config/*.yaml", "config/*.xml"} <= strings
 
 
 def test_launch_file_starts_rviz_only_when_asked_with_the_package_config(launch_tree):
