@@ -103,7 +103,6 @@ def quiet_model_libraries() -> None:
     transformers_logging.disable_progress_bar()
 
 
-
 class Estimator:
     """E2E-FT depth and/or normals on one backend and device, with weights loaded once.
 

@@ -140,7 +140,7 @@ def test_manifest_missing_a_stage_file_is_a_checkpoint_error(exports, tmp_path):
 # -- onnxruntime -------------------------------------------------------------------------------
 @pytest.mark.parametrize("resolution", [0, 32])
 def test_onnxruntime_fp32_matches_torch_fp32(cache, tiny_depth, tiny_normals, image,
-                                              reference, resolution):
+                                             reference, resolution):
     pytest.importorskip("onnxruntime")
     # the checkpoints themselves: converted once into the cache, reused here
     est = _estimator(tiny_depth, tiny_normals, backend="onnxruntime", cache_dir=str(cache),
@@ -204,7 +204,7 @@ def test_openvino_fp32_matches_torch_fp32(exports, image, reference, tmp_path, r
 
 
 def test_openvino_bf16_is_close_to_torch_fp32_but_not_equal(exports, image, reference,
-                                                           tmp_path):
+                                                            tmp_path):
     pytest.importorskip("openvino")
     if not _has_bf16():
         pytest.skip("this CPU has no bf16")
