@@ -306,3 +306,50 @@ def test_openvino_warm_up_compiles_before_the_first_frame(exports, image, tmp_pa
     assert est.warm_up_pays and est.warm_up() is not None
     assert {key[1] for key in est.depth.compiled} == {(1, 3, 48, 64), (1, 4, 6, 8)}
     assert any("warm-up at processing size 64x48" in line for line in lines)
+
+
+# -- wiring: the image CLI and evaluate --------------------------------------------------------
+def test_cli_predict_runs_the_onnxruntime_backend_on_an_export(exports, tmp_path, image,
+                                                               monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    import cv2
+
+    from e2e_depth_ros import cli
+
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert cli.main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                     "--depth-model", exports["depth"], "--normals-model", "none",
+                     "--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32",
+                     "--processing-resolution", "0", "--quiet"]) == 0
+    assert np.load(tmp_path / "out" / "a_depth.npy").shape == (48, 64)
+
+
+def test_cli_predict_refuses_an_unavailable_precision_in_one_line(exports, tmp_path, capsys,
+                                                                  image):
+    pytest.importorskip("onnxruntime")
+    import cv2
+
+    from e2e_depth_ros import cli
+
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    assert cli.main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                     "--depth-model", exports["depth"], "--normals-model", "none",
+                     "--device", "cpu", "--backend", "onnxruntime", "--precision",
+                     "bf16"]) == 2
+    assert "bf16 is not offered by backend onnxruntime" in capsys.readouterr().err
+
+
+def test_evaluate_builds_its_estimator_with_the_backend_and_precision(exports, tmp_path,
+                                                                     monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the compiled-model cache
+    from e2e_depth_ros.evaluate import _estimator_factory, build_parser
+
+    args = build_parser().parse_args([
+        "bag", "--image-topic", "/i", "--camera-info-topic", "/c", "--gt-depth-topic", "/g",
+        "--depth-model", exports["depth"], "--device", "cpu", "--backend", "openvino",
+        "--precision", "fp32"])
+    est = _estimator_factory(args)()
+    assert est.describe() == "openvino on CPU (fp32)"
+    assert list((tmp_path / "e2e_depth_ros" / "openvino").iterdir()) == []  # not compiled yet
