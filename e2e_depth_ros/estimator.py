@@ -277,11 +277,8 @@ class Estimator:
         height, width = int(input_size[0]), int(input_size[1])
         h, w = self.processing_size(height, width)
         start = time.perf_counter()
-        image = np.zeros((height, width, 3), np.uint8)
-        runs = 3 if getattr(self.depth or self.normals, "cuda_graphs", False) else 1
         self._rewarm = False  # no recursion from predict
-        for _ in range(runs):  # CUDA graphs are recorded on the second and third call
-            self.predict(image)
+        self._warm_run(np.zeros((1, height, width, 3), np.uint8))
         self._warm_shape, self._warm_input, self._rewarm = (1, h, w), (height, width), True
         seconds = time.perf_counter() - start
         self._log(f"warm-up at processing size {w}x{h} ({self.describe()}): {seconds:.2f} s")
@@ -377,6 +374,17 @@ class Estimator:
         normals = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-6)
         return normals.permute(0, 2, 3, 1)  # [N, H, W, 3]
 
+    def _warm_run(self, batch: np.ndarray) -> None:
+        """Every call shape a frame of this size can take: depth+normals (a batched decode
+        on GPUs) and each alone; CUDA graphs are recorded on the second and third call."""
+        runs = 3 if getattr(self.depth or self.normals, "cuda_graphs", False) else 1
+        combos = [(True, True)]
+        if self.depth is not None and self.normals is not None:
+            combos += [(True, False), (False, True)]
+        for depth, normals in combos:
+            for _ in range(runs):
+                self.predict(batch, depth=depth, normals=normals)
+
     def _maybe_rewarm(self, n: int, height: int, width: int) -> None:
         """After a warm-up, a new processing shape is warmed up explicitly, with a log line."""
         shape = (n, *self.processing_size(height, width))
@@ -386,7 +394,7 @@ class Estimator:
                   "up again")
         self._rewarm = False
         try:
-            self.predict(np.zeros((n, height, width, 3), np.uint8))
+            self._warm_run(np.zeros((n, height, width, 3), np.uint8))
         finally:
             self._warm_shape, self._warm_input, self._rewarm = shape, (height, width), True
 

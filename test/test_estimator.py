@@ -394,3 +394,14 @@ def test_dtype_is_the_older_name_of_precision(tiny_depth):
     est = Estimator(tiny_depth, None, device="cpu", dtype="float32")
     assert est.precision == "fp32" and est.dtype == torch.float32
     assert est.describe() == "torch on cpu (fp32)"
+
+
+def test_warm_up_covers_depth_and_normals_together_and_alone(tiny_depth, tiny_normals):
+    est = Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=32,
+                    log=lambda line: None)
+    depth_calls, normals_calls = [], []
+    est.depth.unet.register_forward_pre_hook(lambda m, a: depth_calls.append(1))
+    est.normals.unet.register_forward_pre_hook(lambda m, a: normals_calls.append(1))
+    est.warm_up(force=True)
+    # together, then each alone: every decode batch a frame can need is compiled up front
+    assert len(depth_calls) == 2 and len(normals_calls) == 2
