@@ -502,7 +502,7 @@ class DepthNode(Node):
             "frames_idle": str(s.idle),
             "depth_model": str(est.model_names.get("depth")),
             "normals_model": str(est.model_names.get("normals")),
-            "device": str(est.device),
+            "device": str(getattr(est, "backend_device", est.device)),
             "dtype": str(est.dtype).replace("torch.", ""),
             "backend": str(getattr(est, "backend", "torch")),
             "precision": str(getattr(est, "precision", "")),
