@@ -56,3 +56,13 @@ def test_stages_module_imports_neither_torch_nor_diffusers():
             "assert not {'torch', 'diffusers', 'rclpy'} & set(sys.modules), 'imported'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_e2e_depth_export_subcommand_reaches_the_export_tool(capsys):
+    from e2e_depth_ros import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["export", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: e2e-depth export" in out and "--format" in out and "--dynamic" in out
