@@ -19,6 +19,13 @@ setup(
     ],
     # torch and friends come from requirements.txt (pip), never from rosdep.
     install_requires=["setuptools", "numpy"],
+    # Optional backends (docs/backends.md); pins in requirements-backends.txt.
+    extras_require={
+        "openvino": ["openvino>=2024.0", "onnx>=1.15"],
+        "onnxruntime": ["onnxruntime>=1.17", "onnx>=1.15"],
+        "export": ["onnx>=1.15", "openvino>=2024.0"],
+        "backends": ["openvino>=2024.0", "onnxruntime>=1.17", "onnx>=1.15"],
+    },
     zip_safe=True,
     maintainer="e2e_depth_ros maintainers",
     maintainer_email="maintainers@e2e-depth-ros.invalid",

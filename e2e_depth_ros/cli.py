@@ -3,6 +3,7 @@
     e2e-depth predict IMG_OR_DIR --out DIR [--depth-model M] [--normals-model M]
                       [--max-pixels N]
     e2e-depth tiny-checkpoint OUT --task depth|normals [--seed N] [--size tiny|mid|real]
+    e2e-depth export CKPT OUT --format onnx|openvino [--size HxW | --dynamic]
 
 Heavy imports (torch, diffusers, the estimator) happen inside the commands, so ``--help``
 is instant. Every expected failure prints one line ``e2e-depth: error: <message>`` to
@@ -237,13 +238,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from e2e_depth_ros.allocator import keep_cpu_buffers_mapped
     from e2e_depth_ros.errors import InputImageError
     from e2e_depth_ros.estimator import Estimator, quiet_model_libraries
 
     quiet_model_libraries()
-
+    keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
     estimator = Estimator(depth_model, normals_model, device=args.device, dtype=args.dtype,
-                          processing_resolution=args.processing_resolution)
+                          processing_resolution=args.processing_resolution,
+                          backend=args.backend, precision=args.precision)
     for note in tiny_notes(depth_model, normals_model):
         print(note, file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: %(default)s)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--dtype", default="auto",
-                         help="auto (float16 on CUDA, float32 on CPU), float32, float16, ...")
+                         help="older name of --precision (float32, float16, ...)")
+    predict.add_argument("--backend", default="torch",
+                         choices=["torch", "openvino", "onnxruntime"],
+                         help="torch (default), openvino (Intel CPUs/GPUs) or onnxruntime; "
+                         "the last two take an export folder or convert a checkpoint once")
+    predict.add_argument("--precision", default="auto",
+                         help="auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16 "
+                         "(openvino on CPUs with bf16 support)")
     predict.add_argument("--processing-resolution", type=int, default=768, metavar="PX",
                          help="longer side the model runs at; 0 = native (default: 768)")
     predict.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
@@ -323,11 +333,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="same seed -> shared VAE between depth and normals")
     tiny.add_argument("--size", choices=["tiny", "mid", "real"], default="tiny")
     tiny.set_defaults(func=cmd_tiny_checkpoint)
+
+    # Handled by e2e_depth_ros.export.main (see main below); listed here for --help.
+    sub.add_parser("export", add_help=False,
+                   help="export a checkpoint to ONNX or OpenVINO (e2e-depth export --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``e2e-depth`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        from e2e_depth_ros.export import main as export_main
+
+        return export_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from e2e_depth_ros.errors import E2EDepthError

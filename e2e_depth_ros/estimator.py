@@ -6,30 +6,32 @@ takes uint8 RGB arrays and returns float32 arrays.
 
 from __future__ import annotations
 
-import ctypes
-import math
-import os
-import sys
+import logging
+import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from e2e_depth_ros.errors import CheckpointError, InputImageError
+from e2e_depth_ros.allocator import keep_cpu_buffers_mapped  # noqa: F401 - public name
+from e2e_depth_ros.errors import InputImageError
 from e2e_depth_ros.geometry import NormalConvention, normals_to_optical
+from e2e_depth_ros.stages import (BACKENDS, StageRunner, is_export_folder,
+                                  normalise_precision)
 
 DEFAULT_DEPTH_MODEL = "GonzaloMG/marigold-e2e-ft-depth"
 DEFAULT_NORMALS_MODEL = "GonzaloMG/marigold-e2e-ft-normals"
 MIN_SIDE = 8  # one latent pixel: anything smaller carries no information for the VAE
-_SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
+_TORCH_DTYPE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_LOG = logging.getLogger(__name__)
 TIMESTEP_NOTE = "t = T - 1 (999): the 'trailing' single step; 'leading' would give t = 1"
 
 
@@ -45,19 +47,6 @@ class Prediction:
 
     depth: np.ndarray | None
     normals: np.ndarray | None
-
-
-@dataclass
-class _Branch:
-    """One loaded task model: its UNet, its VAE and the constants of its single step."""
-
-    name: str
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    text_embedding: torch.Tensor  # [1, 2, C]: the empty prompt, BOS + EOS, no padding
-    timestep: torch.Tensor  # scalar, T - 1
-    x0_from_output: float  # x0 = coefficient * unet_output when z_t = 0
-    scaling_factor: float
 
 
 def resolve_device(device: str) -> torch.device:
@@ -96,29 +85,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return resolved
 
 
-def keep_cpu_buffers_mapped() -> bool:
-    """Stop glibc from unmapping and re-faulting large activation buffers on every call.
-
-    CPU inference allocates and frees hundreds of MB per frame; with glibc's defaults each
-    buffer goes back to the OS and is page-faulted in again next time, which cost ~10x the
-    system time and most of the gain of sharing the VAE encode. Process-wide and harmless
-    for an inference process (freed memory stays reserved for the next frame). Returns
-    whether it applied (Linux glibc only).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum: 32 MiB on 64-bit
-    ok &= mallopt(m_trim_threshold, 2**31 - 1)
-    ok &= mallopt(m_top_pad, 1 << 30)
-    return bool(ok)
-
-
 def quiet_model_libraries() -> None:
     """Silence hub/diffusers/transformers logs, warnings and "Loading weights" bars.
 
@@ -137,65 +103,21 @@ def quiet_model_libraries() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def _is_local_reference(model: str) -> bool:
-    """A model argument that names a folder rather than a hub id ``owner/name``."""
-    if os.path.isdir(model):
-        return True
-    return model.startswith(("/", ".", "~")) or model.count("/") != 1 or model.endswith("/")
-
-
-def _checkpoint_source(model: str) -> tuple[str, bool]:
-    """Return (where to load from, is_local) and check a local folder's layout first."""
-    if not isinstance(model, str) or not model.strip():
-        raise CheckpointError(f"model must be a hub id or a folder, got {model!r}")
-    if not _is_local_reference(model):
-        return model, False
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint folder")
-    if not (path / "model_index.json").is_file():
-        raise CheckpointError(f"{path}: no model_index.json (not a diffusers checkpoint folder)")
-    for sub in _SUBFOLDERS:
-        if not (path / sub).is_dir():
-            raise CheckpointError(f"{path}: missing the {sub}/ folder of a diffusers checkpoint")
-    return str(path), True
-
-
-def _load_component(loader, source: str, subfolder: str, is_local: bool, **kwargs):
-    try:
-        return loader.from_pretrained(
-            source, subfolder=subfolder, local_files_only=is_local, **kwargs
-        )
-    except Exception as err:  # noqa: BLE001 - every loader failure becomes one clear error
-        if is_local:
-            raise CheckpointError(f"{source}/{subfolder}: cannot be loaded ({err})") from err
-        raise CheckpointError(
-            f"could not load {source!r} from the Hugging Face Hub ({type(err).__name__}); "
-            "pass a local checkpoint folder instead, or make a random-weight test one with "
-            "`python -m e2e_depth_ros.tiny_checkpoint DIR`"
-        ) from err
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-# x0 from a model output when the noisy latent z_t is zero (docs/inference.md step 7), per
-# prediction type: v: x0 = sqrt(abar) z - sqrt(1 - abar) v;
-# epsilon: x0 = (z - sqrt(1 - abar) e) / sqrt(abar)
-_X0_COEFFICIENT = {
-    "v_prediction": lambda abar: -math.sqrt(1.0 - abar),
-    "epsilon": lambda abar: -math.sqrt(1.0 - abar) / math.sqrt(abar),
-    "sample": lambda abar: 1.0,
-}
-
-
 class Estimator:
-    """E2E-FT depth and/or normals on one device, with weights loaded once.
+    """E2E-FT depth and/or normals on one backend and device, with weights loaded once.
 
     Either model may be None (that output is then None). When both models' VAEs have the
-    same weights (the published ones do) one VAE serves both, so an image is encoded once.
+    same weights (the published ones do) one encode serves both.
+
+    backend: ``torch`` (diffusers checkpoints), ``openvino`` or ``onnxruntime`` (an
+        ``e2e-depth export`` folder, or a diffusers checkpoint converted on first use and
+        kept in ``cache_dir``). Every backend shares the pre- and post-processing below.
+    precision: ``auto`` (fp16 on GPUs, fp32 on CPUs), ``fp32``, ``fp16`` or ``bf16``;
+        refused at construction where the backend or device cannot run it. ``dtype`` is the
+        older name of the same setting (``float16`` etc. are accepted); give one of them.
+    compile / cuda_graphs / channels_last: torch backend only. Compilation happens in
+        ``warm_up``, never silently in the first frames, and a change of processing size
+        re-warms explicitly with a log line.
     """
 
     def __init__(
@@ -206,8 +128,15 @@ class Estimator:
         dtype: str = "auto",
         processing_resolution: int = 768,
         *,
+        backend: str = "torch",
+        precision: str = "auto",
         normals_convention: NormalConvention = "e2e_ft",
         compile: bool = False,
+        cuda_graphs: bool = False,
+        channels_last: bool | None = None,
+        threads: int = 0,
+        cache_dir: str | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         if not depth_model and not normals_model:
             raise ValueError("at least one of depth_model and normals_model must be given")
@@ -215,25 +144,82 @@ class Estimator:
             raise ValueError(
                 f"normals_convention must be 'e2e_ft' or 'marigold', got {normals_convention!r}"
             )
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        if self.device.type == "cpu":
-            keep_cpu_buffers_mapped()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"threads must be an int >= 0 (0 = the backend's default), "
+                             f"got {threads!r}")
+        self.backend = backend
+        self.precision = _merge_precision(precision, dtype)
+        self._log = log or _LOG.info
         self.processing_resolution = processing_resolution
         self.normals_convention = normals_convention
         self.model_names = {"depth": depth_model or None, "normals": normals_model or None}
-        self.depth = self._load(depth_model, "depth") if depth_model else None
-        self.normals = self._load(normals_model, "normals") if normals_model else None
+        self._warm_shape: tuple[int, int, int] | None = None  # (N, h, w) last warmed up
+        self._warm_input: tuple[int, int] | None = None  # the input size it was made for
+        self._rewarm = False  # set by warm_up: later size changes re-warm explicitly
+        self._compiled = False
+        if backend == "torch":
+            self._init_torch(device, compile, cuda_graphs, channels_last)
+        else:
+            if compile or cuda_graphs:
+                raise ValueError(f"compile and cuda_graphs are torch options; backend "
+                                 f"{backend!r} compiles its own graphs")
+            self._init_exported(device, threads, cache_dir)
+        self.dtype = _TORCH_DTYPE[self.precision]
+
+    # -- construction --------------------------------------------------------------------
+    def _init_torch(self, device: str, compile: bool, cuda_graphs: bool,
+                    channels_last: bool | None) -> None:
+        from e2e_depth_ros.backend_torch import TorchStages, load_checkpoint, same_weights
+
+        self.device = resolve_device(device)
+        self.precision = _torch_precision(self.precision, self.device)
+        if cuda_graphs and (self.device.type != "cuda" or not compile):
+            raise ValueError("cuda_graphs needs compile=True on a CUDA device")
+        for name, model in self.model_names.items():
+            if model and is_export_folder(model):
+                raise ValueError(f"{model} is an export folder; the torch backend loads "
+                                 "diffusers checkpoints (use backend openvino or onnxruntime)")
+        dtype = _TORCH_DTYPE[self.precision]
+        # NHWC convolutions pay with reduced precision on CUDA tensor cores; on CPUs and in
+        # fp32 contiguous NCHW is as fast and keeps results independent of the layout.
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" and self.precision != "fp32"
+        self.backend_device = str(self.device)
+        self.depth = self.normals = None
+        for name, model in self.model_names.items():
+            if model:
+                runner = TorchStages(name, load_checkpoint(model, dtype), self.device, dtype,
+                                     channels_last=channels_last)
+                setattr(self, name, runner)
         self.shared_vae = False
-        if self.depth and self.normals and _same_weights(self.depth.vae, self.normals.vae):
-            self.normals.vae = self.depth.vae  # one encode per image, one copy in memory
+        if self.depth and self.normals and same_weights(self.depth.vae, self.normals.vae):
+            self.normals.share_vae(self.depth)  # one encode per image, one copy in memory
             self.shared_vae = True
-        for branch in (self.depth, self.normals):
-            if branch is not None:
-                branch.unet.to(self.device)
-                branch.vae.to(self.device)
         if compile:
-            self._compile()
+            for runner in (self.depth, self.normals):
+                if runner is not None:
+                    runner.compile(cuda_graphs=cuda_graphs)
+            self._compiled = True
+
+    def _init_exported(self, device: str, threads: int, cache_dir: str | None) -> None:
+        if self.backend == "openvino":
+            from e2e_depth_ros import backend_openvino as module
+        else:
+            from e2e_depth_ros import backend_onnxruntime as module
+
+        session = module.open_backend(device, self.precision, threads=threads,
+                                      cache_dir=cache_dir)
+        self.precision = session.precision
+        self.backend_device = session.device
+        self.device = torch.device("cpu")  # where the shared pre/post-processing runs
+        self.depth = self.normals = None
+        for name, model in self.model_names.items():
+            if model:
+                setattr(self, name, session.load(model, name))
+        self.shared_vae = bool(self.depth and self.normals
+                               and self.depth.vae_key == self.normals.vae_key)
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -249,59 +235,54 @@ class Estimator:
             raise ValueError(
                 f"processing_resolution must be 0 (native) or >= {MIN_SIDE}, got {value}"
             )
+        changed = getattr(self, "_processing_resolution", None) not in (None, int(value))
         self._processing_resolution = int(value)
+        if changed and self._rewarm and self._warm_input is not None:
+            h, w = self.processing_size(*self._warm_input)
+            self._log(f"processing_resolution changed to {int(value)} (processing size "
+                      f"{w}x{h}): warming up again before the next frame")
+            self.warm_up(self._warm_input, force=True)
 
-    def _load(self, model: str, name: str) -> _Branch:
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+    def describe(self) -> str:
+        """One line for logs and diagnostics: backend, device and precision."""
+        return f"{self.backend} on {self.backend_device} ({self.precision})"
 
-        source, is_local = _checkpoint_source(model)
-        kwargs = {"torch_dtype": self.dtype}
-        unet = _load_component(UNet2DConditionModel, source, "unet", is_local, **kwargs)
-        if unet.config.in_channels != 8:
-            raise CheckpointError(
-                f"{source}: the UNet takes {unet.config.in_channels} input channels, an E2E-FT "
-                "checkpoint takes 8 (image latent + prediction latent)"
-            )
-        vae = _load_component(AutoencoderKL, source, "vae", is_local, **kwargs)
-        scheduler = _load_component(DDIMScheduler, source, "scheduler", is_local)
-        tokenizer = _load_component(CLIPTokenizer, source, "tokenizer", is_local)
-        text_encoder = _load_component(CLIPTextModel, source, "text_encoder", is_local)
-        prediction_type = scheduler.config.prediction_type
-        if prediction_type not in _X0_COEFFICIENT:
-            raise CheckpointError(f"{source}: unsupported prediction_type {prediction_type!r}")
+    @property
+    def warm_up_pays(self) -> bool:
+        """Whether a warm-up before the first frame avoids a stall (GPU, compiled graphs).
 
-        # Step 4: the empty prompt without padding (BOS, EOS), computed once; the text
-        # encoder is then dropped, it is never needed again.
-        with torch.inference_mode():
-            ids = tokenizer("", padding="do_not_pad", return_tensors="pt").input_ids  # [1, 2]
-            embedding = text_encoder(ids)[0]  # [1, 2, C]
-        del text_encoder
+        On CPUs with the torch backend a frame costs seconds either way; a warm-up would
+        only delay the start by one frame.
+        """
+        return self.device.type == "cuda" or self._compiled or self.backend == "openvino"
 
-        # Step 6: t = T - 1 = 999 with the scheduler's own alphas_cumprod.
-        last = scheduler.config.num_train_timesteps - 1
-        abar = float(scheduler.alphas_cumprod[last])
-        unet.eval().requires_grad_(False)
-        vae.eval().requires_grad_(False)
-        return _Branch(
-            name=name,
-            unet=unet,
-            vae=vae,
-            text_embedding=embedding.to(self.device, self.dtype),
-            timestep=torch.tensor(last, device=self.device),
-            x0_from_output=_X0_COEFFICIENT[prediction_type](abar),
-            scaling_factor=float(vae.config.scaling_factor),
-        )
+    def warm_up(self, input_size: tuple[int, int] | None = None, *,
+                force: bool = False) -> float | None:
+        """Run every stage once at the processing size of ``input_size`` (H, W).
 
-    def _compile(self) -> None:
-        for branch in (self.depth, self.normals):
-            if branch is None:
-                continue
-            branch.unet = torch.compile(branch.unet)
-            if not getattr(branch.vae, "_e2e_compiled", False):
-                branch.vae.encoder = torch.compile(branch.vae.encoder)
-                branch.vae.decoder = torch.compile(branch.vae.decoder)
-                branch.vae._e2e_compiled = True
+        Compiles (torch ``compile``), records CUDA graphs and lets backends pick kernels
+        before the first real frame, so the first frames after "ready" do not stall. After
+        a warm-up, a change of processing size (a new ``processing_resolution`` or input
+        size) warms up again and says so in the log. ``input_size`` defaults to a 4:3 image
+        at the processing resolution. Returns the seconds taken, or None when skipped.
+        """
+        if not force and not self.warm_up_pays:
+            return None
+        if input_size is None:
+            if self.processing_resolution == 0:
+                self._rewarm = True  # native size: the first frame's size warms up
+                return None
+            side = self.processing_resolution
+            input_size = (side * 3 // 4, side)
+        height, width = int(input_size[0]), int(input_size[1])
+        h, w = self.processing_size(height, width)
+        start = time.perf_counter()
+        self._rewarm = False  # no recursion from predict
+        self._warm_run(np.zeros((1, height, width, 3), np.uint8))
+        self._warm_shape, self._warm_input, self._rewarm = (1, h, w), (height, width), True
+        seconds = time.perf_counter() - start
+        self._log(f"warm-up at processing size {w}x{h} ({self.describe()}): {seconds:.2f} s")
+        return seconds
 
     # -- inference -----------------------------------------------------------------------
     def processing_size(self, height: int, width: int) -> tuple[int, int]:
@@ -337,30 +318,37 @@ class Estimator:
         return batch
 
     def _preprocess(self, batch: np.ndarray) -> torch.Tensor:
-        """Steps 1-2: uint8 resize with torchvision's rounding, then [-1, 1], channels first."""
+        """Steps 1-2: uint8 resize with torchvision's rounding, then [-1, 1], channels first.
+
+        Always returns a contiguous NCHW float32 tensor, resized or not: a permuted view of
+        the HWC upload would make the VAE's results depend on the input size's layout.
+        """
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)  # [N, H, W, 3] u8
-        x = x.permute(0, 3, 1, 2).float()  # [N, 3, H, W]
+        x = x.permute(0, 3, 1, 2).float().contiguous()  # [N, 3, H, W], NCHW in memory
         h, w = self.processing_size(*batch.shape[1:3])
         if (h, w) != tuple(batch.shape[1:3]):
             x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False, antialias=True)
             x = x.round().clamp(0, 255)  # back to uint8 values, as the reference does
-        return (x / 255.0 * 2.0 - 1.0).to(self.dtype)  # [N, 3, h, w] in [-1, 1]
+        return (x / 255.0 * 2.0 - 1.0).contiguous()  # [N, 3, h, w] in [-1, 1]
 
-    def _encode(self, vae: torch.nn.Module, image: torch.Tensor, scaling: float) -> torch.Tensor:
+    @staticmethod
+    def _encode(runner: StageRunner, image: torch.Tensor) -> torch.Tensor:
         """Step 3: posterior mean (not a sample) times the VAE scaling factor."""
-        return vae.encode(image).latent_dist.mean * scaling  # [N, 4, h/8, w/8]
+        return runner.encode(image) * runner.scaling_factor  # [N, 4, h/8, w/8]
 
-    def _denoise(self, branch: _Branch, image_latent: torch.Tensor) -> torch.Tensor:
-        """Steps 5-7: one UNet call at t = 999 on [image latent, zeros]; x0 from the output."""
-        n = image_latent.shape[0]
-        unet_input = torch.cat([image_latent, torch.zeros_like(image_latent)], dim=1)  # [N,8,.]
-        text = branch.text_embedding.expand(n, -1, -1)  # [N, 2, C]
-        output = branch.unet(unet_input, branch.timestep, encoder_hidden_states=text).sample
-        return output * branch.x0_from_output  # [N, 4, h/8, w/8]: x0 = -sqrt(1 - abar) v
+    @staticmethod
+    def _denoise(runner: StageRunner, image_latent: torch.Tensor) -> torch.Tensor:
+        """Steps 5-7: one UNet call at t = 999 on [image latent, zeros]; x0 from the output.
 
-    def _decode(self, branch: _Branch, x0: torch.Tensor) -> torch.Tensor:
+        The zeros half, the timestep and the empty-prompt embedding are folded into the
+        runner's UNet stage.
+        """
+        return runner.denoise(image_latent) * runner.x0_coefficient  # x0 = -sqrt(1-abar) v
+
+    @staticmethod
+    def _decode(runner: StageRunner, x0: torch.Tensor) -> torch.Tensor:
         """Step 8 (first half): decode x0 / scaling_factor into [N, 3, h, w], float32."""
-        return branch.vae.decode(x0 / branch.scaling_factor).sample.float()
+        return runner.decode(x0 / runner.scaling_factor)
 
     @staticmethod
     def _depth_from_decoded(decoded: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -374,13 +362,41 @@ class Estimator:
 
     @staticmethod
     def _normals_from_decoded(decoded: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Steps 8-9 for normals: unit length, resize back, unit length again."""
+        """Steps 8-9 for normals: the reference's v / (|v| + 1e-5), resize back, unit length.
+
+        The final division makes every path (resized or native size) return unit vectors;
+        the reference's + 1e-5 alone leaves them slightly short.
+        """
         normals = decoded / (decoded.norm(dim=1, keepdim=True) + 1e-5)  # [N, 3, h, w]
         if normals.shape[-2:] != size:
             normals = F.interpolate(normals, size, mode="bilinear", align_corners=False,
                                     antialias=True)
-            normals = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        normals = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-6)
         return normals.permute(0, 2, 3, 1)  # [N, H, W, 3]
+
+    def _warm_run(self, batch: np.ndarray) -> None:
+        """Every call shape a frame of this size can take: depth+normals (a batched decode
+        on GPUs) and each alone; CUDA graphs are recorded on the second and third call."""
+        runs = 3 if getattr(self.depth or self.normals, "cuda_graphs", False) else 1
+        combos = [(True, True)]
+        if self.depth is not None and self.normals is not None:
+            combos += [(True, False), (False, True)]
+        for depth, normals in combos:
+            for _ in range(runs):
+                self.predict(batch, depth=depth, normals=normals)
+
+    def _maybe_rewarm(self, n: int, height: int, width: int) -> None:
+        """After a warm-up, a new processing shape is warmed up explicitly, with a log line."""
+        shape = (n, *self.processing_size(height, width))
+        if not self._rewarm or shape == self._warm_shape:
+            return
+        self._log(f"processing size changed to {shape[2]}x{shape[1]} (batch {n}): warming "
+                  "up again")
+        self._rewarm = False
+        try:
+            self._warm_run(np.zeros((n, height, width, 3), np.uint8))
+        finally:
+            self._warm_shape, self._warm_input, self._rewarm = shape, (height, width), True
 
     def predict(self, rgb: np.ndarray, *, depth: bool = True, normals: bool = True) -> Prediction:
         """Depth and/or normals for a uint8 RGB image (H, W, 3) or batch (N, H, W, 3).
@@ -389,16 +405,16 @@ class Estimator:
         """
         batch = self._check_input(rgb)
         size = tuple(batch.shape[1:3])
-        want = [b for b, on in ((self.depth, depth), (self.normals, normals)) if b and on]
+        self._maybe_rewarm(batch.shape[0], *size)
+        want = [r for r, on in ((self.depth, depth), (self.normals, normals)) if r and on]
         with torch.inference_mode():
             image = self._preprocess(batch)  # [N, 3, h, w]
-            latents: dict[int, torch.Tensor] = {}  # one encode per distinct VAE
+            latents: dict = {}  # one encode per distinct VAE
             x0 = {}
-            for branch in want:
-                key = id(branch.vae)
-                if key not in latents:
-                    latents[key] = self._encode(branch.vae, image, branch.scaling_factor)
-                x0[branch.name] = self._denoise(branch, latents[key])
+            for runner in want:
+                if runner.vae_key not in latents:
+                    latents[runner.vae_key] = self._encode(runner, image)
+                x0[runner.name] = self._denoise(runner, latents[runner.vae_key])
             decoded = self._decode_all(want, x0)
             depth_out = normals_out = None
             if "depth" in decoded:
@@ -412,14 +428,39 @@ class Estimator:
             normals=None if normals_out is None else (normals_out[0] if single else normals_out),
         )
 
-    def _decode_all(self, branches: list[_Branch], x0: dict) -> dict[str, torch.Tensor]:
+    def _decode_all(self, runners: list[StageRunner], x0: dict) -> dict[str, torch.Tensor]:
         """Decode every requested latent; one batched decode when the VAE is shared on a GPU.
 
         Batching saves kernel launches on a GPU; on a CPU it only doubles the working set
         (measured 1.12x slower than two decodes at 768x576), so CPUs decode one by one.
         """
-        if len(branches) == 2 and self.shared_vae and self.device.type == "cuda":
+        if len(runners) == 2 and self.shared_vae and runners[0].batch_decode:
             n = x0["depth"].shape[0]
-            both = self._decode(branches[0], torch.cat([x0["depth"], x0["normals"]]))
+            both = self._decode(runners[0], torch.cat([x0["depth"], x0["normals"]]))
             return {"depth": both[:n], "normals": both[n:]}
-        return {b.name: self._decode(b, x0[b.name]) for b in branches}
+        return {r.name: self._decode(r, x0[r.name]) for r in runners}
+
+
+def _merge_precision(precision: str, dtype: str) -> str:
+    """``precision`` is the setting's name; ``dtype`` its older alias. One of them, please."""
+    p = normalise_precision(precision)
+    d = normalise_precision(dtype, what="dtype")
+    if p != "auto" and d != "auto" and p != d:
+        raise ValueError(f"precision {precision!r} and dtype {dtype!r} disagree; "
+                         "give only precision (dtype is its older name)")
+    return p if p != "auto" else d
+
+
+def _torch_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is fp16 on CUDA and fp32 on CPU; reduced precision on CPU is refused."""
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if device.type == "cpu" and precision != "fp32":
+        raise ValueError(
+            f"precision {precision} with the torch backend on CPU is refused: reduced "
+            "precision runs ~100x slower than fp32 on CPUs; use fp32, or backend openvino "
+            "with bf16"
+        )
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision bf16 is not supported by {device}; use fp16 or fp32")
+    return precision

@@ -751,7 +751,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--normals-model", default=None, help="hub id or folder; default: the "
                    "published normals model when --gt-normals-topic is given, else none")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    m.add_argument("--dtype", default="auto")
+    m.add_argument("--dtype", default="auto", help="older name of --precision")
+    m.add_argument("--backend", default="torch", choices=["torch", "openvino", "onnxruntime"],
+                   help="torch (default), openvino or onnxruntime (an export folder, or a "
+                   "checkpoint converted once)")
+    m.add_argument("--precision", default="auto",
+                   help="auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16")
     m.add_argument("--processing-resolution", type=int, default=768)
     e = p.add_argument_group("evaluation")
     e.add_argument("--min-depth", type=float, default=None, help="valid GT range (m)")
@@ -797,7 +802,10 @@ def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
         from e2e_depth_ros.estimator import (DEFAULT_DEPTH_MODEL, DEFAULT_NORMALS_MODEL,
                                              Estimator, quiet_model_libraries)
 
+        from e2e_depth_ros.allocator import keep_cpu_buffers_mapped
+
         quiet_model_libraries()
+        keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
         depth = _model_choice(args.depth_model, DEFAULT_DEPTH_MODEL)
         wants_normals = args.gt_normals_topic and not args.pred_normals_topic
         normals = _model_choice(args.normals_model,
@@ -808,7 +816,8 @@ def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
             raise ValueError("--depth-model none: the evaluation needs a depth model "
                              "(or --pred-topic)")
         return Estimator(depth, normals, device=args.device, dtype=args.dtype,
-                         processing_resolution=args.processing_resolution)
+                         processing_resolution=args.processing_resolution,
+                         backend=args.backend, precision=args.precision)
     return make
 
 

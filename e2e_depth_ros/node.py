@@ -65,8 +65,13 @@ PARAMETERS = {
     "normals_convention": ("e2e_ft", _S,
                            "Frame of the normals model's output: e2e_ft or marigold", None, True),
     "device": ("auto", _S, "auto, cpu, cuda or cuda:N", None, True),
-    "dtype": ("auto", _S, "auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16",
-              None, True),
+    "dtype": ("auto", _S, "Older name of precision (float32, float16, bfloat16 or auto); "
+              "leave auto and set precision", None, True),
+    "backend": ("torch", _S, "Inference backend: torch, openvino (Intel CPUs/GPUs; an export "
+                "folder or a checkpoint converted once) or onnxruntime (TensorRT, CUDA, CPU)",
+                None, True),
+    "precision": ("auto", _S, "auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16 "
+                  "(openvino on CPUs with bf16 support)", None, True),
     "compile": (False, _B, "torch.compile the UNet and VAE (GPU: ~2x faster after warm-up)",
                 None, True),
     "use_compressed": (False, _B, "Subscribe to image/compressed instead of image", None, True),
@@ -202,10 +207,11 @@ class DepthNode(Node):
         self._worker = threading.Thread(target=self._work, name="e2e_depth_worker",
                                         daemon=True)
         self._worker.start()
-        names = self.processor.estimator.model_names
+        est = self.processor.estimator
+        names = est.model_names
+        where = (est.describe() if hasattr(est, "describe") else f"{est.device} ({est.dtype})")
         self.get_logger().info(
-            f"ready: depth={names.get('depth')} normals={names.get('normals')} on "
-            f"{self.processor.estimator.device} ({self.processor.estimator.dtype})")
+            f"ready: depth={names.get('depth')} normals={names.get('normals')} on {where}")
 
     # -- set-up ----------------------------------------------------------------------------
     def _load_estimator(self):
@@ -213,11 +219,16 @@ class DepthNode(Node):
 
         quiet_model_libraries()  # no loading bars in a robot's log
         p = self._params
-        self.get_logger().info(f"loading models on device={p['device']} dtype={p['dtype']}")
-        return Estimator(p["depth_model"] or None, p["normals_model"] or None,
-                         device=p["device"], dtype=p["dtype"],
-                         processing_resolution=p["processing_resolution"],
-                         normals_convention=p["normals_convention"], compile=p["compile"])
+        self.get_logger().info(f"loading models: backend={p['backend']} device={p['device']} "
+                               f"precision={p['precision']} dtype={p['dtype']}")
+        estimator = Estimator(p["depth_model"] or None, p["normals_model"] or None,
+                              device=p["device"], dtype=p["dtype"],
+                              processing_resolution=p["processing_resolution"],
+                              normals_convention=p["normals_convention"], compile=p["compile"],
+                              backend=p["backend"], precision=p["precision"],
+                              log=self.get_logger().info)
+        estimator.warm_up()  # GPU/compiled/OpenVINO: no stall in the first frames after ready
+        return estimator
 
     def _subscribe_inputs(self) -> dict[str, MatchedSubscription]:
         """Image, camera_info and LiDAR with the reliability their publishers offer.
@@ -491,8 +502,10 @@ class DepthNode(Node):
             "frames_idle": str(s.idle),
             "depth_model": str(est.model_names.get("depth")),
             "normals_model": str(est.model_names.get("normals")),
-            "device": str(est.device),
+            "device": str(getattr(est, "backend_device", est.device)),
             "dtype": str(est.dtype).replace("torch.", ""),
+            "backend": str(getattr(est, "backend", "torch")),
+            "precision": str(getattr(est, "precision", "")),
             "processing_resolution": str(est.processing_resolution),
             "scale_status": scale_status,
             "scale": f"{scale.scale if scale.scale is not None else cfg.fixed_scale:.6g}",
@@ -564,6 +577,9 @@ def main(args: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - rcl rejects malformed --ros-args this way
         print(f"{NODE_NAME}: cannot start: bad arguments ({err})", file=sys.stderr)
         return 2
+    from e2e_depth_ros.allocator import keep_cpu_buffers_mapped
+
+    keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
     try:
         node = DepthNode()
     except (E2EDepthError, ValueError) as err:

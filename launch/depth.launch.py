@@ -4,7 +4,8 @@
         camera_info_topic:=/cam/camera_info lidar_topic:=/velodyne_points rviz:=true
 
 Parameters come from ``params_file`` (``config/depth.yaml`` by default); the ``depth_model``,
-``normals_model`` and ``device`` arguments are applied after it, so they win over the file.
+``normals_model``, ``device``, ``backend`` and ``precision`` arguments are applied after it,
+so they win over the file.
 Set ``use_compressed: true`` in the params file to subscribe to ``<image_topic>/compressed``.
 
 Large messages: the node's process gets the Fast DDS profile ``config/fastdds_large_data.xml``
@@ -59,6 +60,11 @@ def generate_launch_description() -> LaunchDescription:
                                           "empty disables normals"),
         DeclareLaunchArgument("device", default_value="auto",
                               description="auto, cpu, cuda or cuda:N"),
+        DeclareLaunchArgument("backend", default_value="torch",
+                              description="torch, openvino or onnxruntime"),
+        DeclareLaunchArgument("precision", default_value="auto",
+                              description="auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 "
+                                          "or bf16"),
         DeclareLaunchArgument("params_file",
                               default_value=PathJoinSubstitution([share, "config",
                                                                   "depth.yaml"]),
@@ -86,7 +92,8 @@ def generate_launch_description() -> LaunchDescription:
             LaunchConfiguration("params_file"),
             # value_type=str keeps '' (disable) and path-like values strings, not YAML.
             {name: ParameterValue(LaunchConfiguration(name), value_type=str)
-             for name in ("depth_model", "normals_model", "device")},
+             for name in ("depth_model", "normals_model", "device", "backend",
+                          "precision")},
         ],
         remappings=[
             ("image", image_topic),

@@ -43,12 +43,30 @@ def _marigold_pipeline(kind, path):
     return pipe
 
 
-def _run_marigold(pipe, image):
+def _run_marigold(pipe, image, processing_resolution=0):
     h, w = image.shape[:2]
+    if processing_resolution:
+        f = processing_resolution / max(h, w)
+        h, w = int(h * f), int(w * f)
+        assert h % 8 == 0 and w % 8 == 0, "Marigold pads other sizes; the estimator does not"
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-    out = pipe(x, num_inference_steps=1, ensemble_size=1, processing_resolution=0,
-               latents=torch.zeros(1, 4, h // 8, w // 8), output_type="np")
+    out = pipe(x, num_inference_steps=1, ensemble_size=1,
+               processing_resolution=processing_resolution, resample_method_input="bilinear",
+               resample_method_output="bilinear", latents=torch.zeros(1, 4, h // 8, w // 8),
+               output_type="np")
     return out.prediction[0]
+
+
+def _round_resized_input_to_uint8_levels(pipe, monkeypatch):
+    """Marigold resizes the float image; the paper's reference (docs/inference.md step 1)
+    rounds the resized image back to uint8 levels. Make the oracle do the same."""
+    resize = pipe.image_processor.resize_to_max_edge
+
+    def resize_and_round(image, max_edge, mode):
+        levels = ((resize(image, max_edge, mode) + 1.0) / 2.0 * 255.0).round().clamp(0, 255)
+        return levels / 255.0 * 2.0 - 1.0
+
+    monkeypatch.setattr(pipe.image_processor, "resize_to_max_edge", resize_and_round)
 
 
 def test_depth_equals_diffusers_marigold_depth_with_zero_latents_and_one_step(
@@ -227,3 +245,163 @@ def test_cuda_request_without_cuda_is_refused(tiny_depth):
 def test_invalid_processing_resolution_is_refused(both, value):
     with pytest.raises(ValueError, match="processing_resolution"):
         both.processing_resolution = value
+
+
+# -- docs/inference.md steps 1 and 9 against diffusers, and the model-path fixes ----------
+@pytest.fixture
+def resized(both):
+    both.processing_resolution = 32  # 48x64 -> 24x32: a multiple of 8, Marigold pads none
+    yield both
+    both.processing_resolution = 0
+
+
+def test_depth_equals_diffusers_marigold_depth_when_processing_resolution_resizes(
+        tiny_depth, resized, image, monkeypatch):
+    pipe = _marigold_pipeline("depth", tiny_depth)
+    _round_resized_input_to_uint8_levels(pipe, monkeypatch)
+    reference = _run_marigold(pipe, image, processing_resolution=32)[..., 0]
+    ours = resized.predict(image).depth
+    assert ours.shape == image.shape[:2] and reference.shape == image.shape[:2]
+    assert reference.std() > 1e-3
+    # nearest-neighbour resizes on either side differ by > 1e-2 here
+    np.testing.assert_allclose(ours, reference, atol=2e-4)
+
+
+def test_normals_equal_negated_diffusers_marigold_normals_when_processing_resolution_resizes(
+        tiny_normals, resized, image, monkeypatch):
+    pipe = _marigold_pipeline("normals", tiny_normals)
+    _round_resized_input_to_uint8_levels(pipe, monkeypatch)
+    reference = _run_marigold(pipe, image, processing_resolution=32)
+    ours = resized.predict(image).normals
+    # Dividing by the norm amplifies float noise where the decoded vector is short: 7e-3 seen
+    # here; nearest-neighbour resizes differ by ~2.
+    np.testing.assert_allclose(ours, -reference, atol=1e-2)
+
+
+def test_vae_gets_a_contiguous_nchw_tensor_at_native_size(both, image):
+    seen = []
+    hook = both.depth.vae.encoder.conv_in.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous()))
+    try:
+        both.predict(image)
+    finally:
+        hook.remove()
+    assert seen == [True]  # a permuted HWC upload would be channels-last in memory
+
+
+def test_native_size_depth_matches_marigold_to_float_precision(tiny_depth, both, image):
+    reference = _run_marigold(_marigold_pipeline("depth", tiny_depth), image)[..., 0]
+    # the same layout as the reference: float noise only, far below the chaotic 2e-4
+    np.testing.assert_allclose(both.predict(image).depth, reference, atol=1e-5)
+
+
+def test_normals_are_unit_length_at_native_size(both, image):
+    normals = both.predict(image).normals
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-5)
+
+
+def test_constructing_an_estimator_leaves_the_allocator_alone(tiny_depth, monkeypatch):
+    import e2e_depth_ros.allocator as allocator
+    import e2e_depth_ros.estimator as estimator_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the library changed its caller's allocator")
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", refuse)
+    monkeypatch.setattr(allocator, "keep_cpu_buffers_mapped", refuse)
+    monkeypatch.setattr(estimator_module, "keep_cpu_buffers_mapped", refuse)
+    est = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
+    est.predict(np.zeros((16, 16, 3), np.uint8))
+
+
+def test_cli_predict_opts_in_to_the_allocator_tuning(tiny_depth, tmp_path, monkeypatch):
+    import cv2
+
+    import e2e_depth_ros.allocator as allocator
+    from e2e_depth_ros import cli
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_cpu_buffers_mapped", lambda: calls.append(1))
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    assert cli.main([
+        "predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--depth-model",
+        tiny_depth, "--normals-model", "none", "--device", "cpu", "--quiet"]) == 0
+    assert calls == [1]
+
+
+# -- warm-up (the GPU path's, exercised on the CPU) ----------------------------------------
+def _unet_calls(est):
+    calls = []
+    est.depth.unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
+    return calls
+
+
+def test_warm_up_runs_every_stage_at_the_processing_size_and_logs_it(tiny_depth):
+    lines = []
+    est = Estimator(tiny_depth, None, device="cpu", processing_resolution=64, log=lines.append)
+    calls = _unet_calls(est)
+    assert est.warm_up() is None and not calls  # CPU torch: a warm-up only delays start
+    seconds = est.warm_up(force=True)
+    assert seconds is not None and seconds > 0
+    assert [tuple(c) for c in calls] == [(1, 8, 6, 8)]  # 64x48 (4:3) -> latent 8x6
+    assert any("warm-up at processing size 64x48" in line for line in lines)
+
+
+def test_processing_resolution_change_after_warm_up_warms_up_again_with_a_log_line(tiny_depth):
+    lines = []
+    est = Estimator(tiny_depth, None, device="cpu", processing_resolution=64, log=lines.append)
+    est.warm_up(force=True)
+    calls = _unet_calls(est)
+    est.processing_resolution = 32  # re-warms now, not inside the next frame
+    assert [tuple(c) for c in calls] == [(1, 8, 3, 4)]
+    assert any("processing_resolution changed to 32" in line for line in lines)
+    est.predict(np.zeros((24, 32, 3), np.uint8))  # the warmed shape: no extra run
+    assert len(calls) == 2
+
+
+def test_new_input_size_after_warm_up_is_warmed_up_and_logged(tiny_depth):
+    lines = []
+    est = Estimator(tiny_depth, None, device="cpu", processing_resolution=64, log=lines.append)
+    est.warm_up(force=True)
+    calls = _unet_calls(est)
+    est.predict(np.zeros((64, 64, 3), np.uint8))  # square: a new processing shape
+    assert len(calls) == 2  # the explicit warm-up, then the frame
+    assert any("processing size changed to 64x64" in line for line in lines)
+
+
+def test_channels_last_on_purpose_gives_the_same_result(tiny_depth, image):
+    nchw = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
+    nhwc = Estimator(tiny_depth, None, device="cpu", processing_resolution=0,
+                     channels_last=True)
+    np.testing.assert_allclose(nhwc.predict(image).depth, nchw.predict(image).depth,
+                               atol=2e-4)  # different kernels: float noise, amplified
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(backend="tensorflow"), "backend must be one of"),
+    (dict(precision="fp8"), "precision must be one of"),
+    (dict(precision="fp32", dtype="float16"), "disagree"),
+    (dict(precision="bf16"), "100x slower"),
+    (dict(threads=-1), "threads must be"),
+    (dict(cuda_graphs=True), "cuda_graphs needs compile=True on a CUDA device"),
+])
+def test_unusable_backend_settings_are_refused_at_construction(tiny_depth, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Estimator(tiny_depth, None, device="cpu", **kwargs)
+
+
+def test_dtype_is_the_older_name_of_precision(tiny_depth):
+    est = Estimator(tiny_depth, None, device="cpu", dtype="float32")
+    assert est.precision == "fp32" and est.dtype == torch.float32
+    assert est.describe() == "torch on cpu (fp32)"
+
+
+def test_warm_up_covers_depth_and_normals_together_and_alone(tiny_depth, tiny_normals):
+    est = Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=32,
+                    log=lambda line: None)
+    depth_calls, normals_calls = [], []
+    est.depth.unet.register_forward_pre_hook(lambda m, a: depth_calls.append(1))
+    est.normals.unet.register_forward_pre_hook(lambda m, a: normals_calls.append(1))
+    est.warm_up(force=True)
+    # together, then each alone: every decode batch a frame can need is compiled up front
+    assert len(depth_calls) == 2 and len(normals_calls) == 2
