@@ -27,13 +27,15 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from e2e_depth_ros import messages
 from e2e_depth_ros.errors import E2EDepthError
 from e2e_depth_ros.geometry import quaternion_to_matrix, transform_points
 from e2e_depth_ros.matched_subscription import MatchedSubscription
-from e2e_depth_ros.processing import FrameProcessor, Needs, ProcessingConfig
+from e2e_depth_ros.outputs import (BY_KEY, OUTPUTS, Output, enable_parameters, needs_for,
+                                   rclpy_types)
+from e2e_depth_ros.processing import FrameProcessor, ProcessingConfig
 from e2e_depth_ros.qos import MODES as INPUT_QOS_MODES
 from e2e_depth_ros.stamp_rate import StampRateEstimator
 from e2e_depth_ros.sync import LatestSlot, StampBuffer, stamp_to_ns
@@ -80,13 +82,8 @@ PARAMETERS = {
                   False),
     "processing_resolution": (768, _I, "Longer image side the model runs at; 0 = native",
                               (0, 4096), False),
-    "publish_relative": (True, _B, "Publish depth/relative (affine-invariant, [0, 1])",
-                         None, False),
-    "publish_depth": (True, _B, "Publish metric depth/image + depth/camera_info", None, False),
-    "publish_depth_vis": (True, _B, "Publish depth/image_vis (bgr8)", None, False),
-    "publish_normals": (True, _B, "Publish normals/image (32FC3)", None, False),
-    "publish_normals_vis": (True, _B, "Publish normals/image_vis (rgb8)", None, False),
-    "publish_points": (True, _B, "Publish the organized point cloud `points`", None, False),
+    **{name: (default, _B, description, None, False)  # publish_*: one per output kind
+       for name, (default, description) in enable_parameters().items()},
     "points_decimation": (1, _I, "Keep every Nth row and column in the cloud", (1, 16), False),
     "points_color": (True, _B, "Add the packed rgb field to the cloud", None, False),
     "points_normals": (False, _B, "Add normal_x/y/z fields to the cloud (runs the normals "
@@ -188,15 +185,10 @@ class DepthNode(Node):
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
-        self._pub = {
-            "relative": self.create_publisher(Image, "depth/relative", OUTPUT_QOS),
-            "depth": self.create_publisher(Image, "depth/image", OUTPUT_QOS),
-            "depth_info": self.create_publisher(CameraInfo, "depth/camera_info", OUTPUT_QOS),
-            "depth_vis": self.create_publisher(Image, "depth/image_vis", OUTPUT_QOS),
-            "normals": self.create_publisher(Image, "normals/image", OUTPUT_QOS),
-            "normals_vis": self.create_publisher(Image, "normals/image_vis", OUTPUT_QOS),
-            "points": self.create_publisher(PointCloud2, "points", OUTPUT_QOS),
-        }
+        self._types = rclpy_types()
+        self._pub = {output.key: self.create_publisher(self._types[output.msgtype],
+                                                       output.topic, OUTPUT_QOS)
+                     for output in OUTPUTS}
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._stamp_rate = StampRateEstimator(window=100)
         self._inputs = self._subscribe_inputs()
@@ -331,22 +323,11 @@ class DepthNode(Node):
         self.processor.reset_scale()
         return True
 
-    def _needs(self) -> Needs:
+    def _wanted(self) -> list[Output]:
+        """The outputs that are enabled and have a subscriber: only those are computed."""
         p = self._params
-
-        def wanted(key: str, enable: str) -> bool:
-            return bool(p[enable]) and self._pub[key].get_subscription_count() > 0
-
-        return Needs(
-            relative=wanted("relative", "publish_relative")
-            or wanted("depth_vis", "publish_depth_vis"),
-            normals=wanted("normals", "publish_normals")
-            or wanted("normals_vis", "publish_normals_vis"),
-            metric=wanted("depth", "publish_depth") or wanted("depth_info", "publish_depth"),
-            points=wanted("points", "publish_points"),
-            points_rgb=bool(p["points_color"]),
-            points_normals=bool(p["points_normals"]),
-        )
+        return [o for o in OUTPUTS
+                if p[o.enable] and self._pub[o.key].get_subscription_count() > 0]
 
     def _process(self, msg) -> None:
         began = time.monotonic()
@@ -355,11 +336,13 @@ class DepthNode(Node):
         rgb = self._decode(msg)
         if rgb is None or not self._stamp_ok(stamp_ns):
             return
-        needs = self._needs()
-        if not (needs.relative or needs.normals or needs.metric or needs.points):
+        wanted = self._wanted()
+        if not wanted:
             self.stats.idle += 1  # nobody listens: no work
             return
         p = self._params
+        needs = needs_for(wanted, points_rgb=bool(p["points_color"]),
+                          points_normals=bool(p["points_normals"]))
         info = self._camera_infos.match(stamp_ns, int(p["camera_info_tolerance"] * 1e9))
         camera = self._camera(info)
         lidar = None
@@ -376,7 +359,7 @@ class DepthNode(Node):
             self._warn(note)
         if self._closing:
             return
-        self._publish(header, info, result, needs)
+        self._publish(header, info, result, wanted)
         self.stats.overhead = time.monotonic() - began - self.stats.inference
         self.stats.processed += 1
         now_ns = self.get_clock().now().nanoseconds
@@ -433,38 +416,23 @@ class DepthNode(Node):
         return None
 
     # -- publishing ---------------------------------------------------------------------
-    def _publish(self, header, info, result, needs: Needs) -> None:
-        p, pub = self._params, self._pub
-        if result.relative is not None:
-            if p["publish_relative"]:
-                pub["relative"].publish(messages.build_image(Image, header, result.relative,
-                                                             "32FC1"))
-            if p["publish_depth_vis"] and pub["depth_vis"].get_subscription_count():
-                vis = messages.colorize_depth(result.relative)
-                pub["depth_vis"].publish(messages.build_image(Image, header, vis, "bgr8"))
-        if result.normals is not None:
-            if p["publish_normals"]:
-                pub["normals"].publish(messages.build_image(Image, header, result.normals,
-                                                            "32FC3"))
-            if p["publish_normals_vis"] and pub["normals_vis"].get_subscription_count():
-                vis = messages.normals_to_rgb8(result.normals)
-                pub["normals_vis"].publish(messages.build_image(Image, header, vis, "rgb8"))
-        if result.metric is not None and p["publish_depth"]:
-            # depth/image and depth/camera_info go out as a pair or not at all:
-            # depth_image_proc and RTAB-Map need both of one stamp.
-            if info is not None:
-                height, width = result.metric.shape
-                camera_info = messages.scaled_camera_info(info, width, height, header=header)
-                pub["depth"].publish(messages.build_image(Image, header, result.metric,
-                                                          "32FC1"))
-                pub["depth_info"].publish(camera_info)
-            else:
-                self._warn("no camera_info matches the image stamp: depth/image is not "
-                           "published without its depth/camera_info")
-        if result.points is not None and p["publish_points"]:
-            pub["points"].publish(messages.build_pointcloud(
-                PointCloud2, PointField, header, result.points, rgb=result.points_rgb,
-                normals=result.points_normals))
+    def _publish(self, header, info, result, wanted: list[Output]) -> None:
+        built = {o.key: o.build(self._types, header, info, result) for o in wanted}
+        for output in wanted:
+            msg = built[output.key]
+            if msg is None:  # e.g. no metric depth without a scale
+                continue
+            if output.paired_with:
+                # depth/image and depth/camera_info go out as a pair or not at all:
+                # depth_image_proc and RTAB-Map need both of one stamp.
+                partner = BY_KEY[output.paired_with]
+                if output.paired_with not in built:
+                    built[partner.key] = partner.build(self._types, header, info, result)
+                if built[partner.key] is None:
+                    self._warn(f"no camera_info matches the image stamp: {output.topic} is "
+                               f"not published without its {partner.topic}")
+                    continue
+            self._pub[output.key].publish(msg)
 
     # -- diagnostics --------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

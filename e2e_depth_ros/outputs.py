@@ -13,9 +13,9 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-import numpy as np
+if TYPE_CHECKING:  # nothing but the standard library at import: --help stays instant
+    import numpy as np
 
-if TYPE_CHECKING:
     from e2e_depth_ros.processing import FrameResult, Needs
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -42,6 +42,7 @@ class Output:
     description: str  # of the enabling parameter
     default: bool = True  # of the enabling parameter
     recorded: bool = True  # the evaluation's output bag and the demo record it (not the vis)
+    paired_with: str = ""  # the node publishes it only when this output's message exists too
 
 
 def _image(field: str, encoding: str, convert: Callable[[np.ndarray], np.ndarray] | None = None
@@ -95,9 +96,10 @@ OUTPUTS: tuple[Output, ...] = (
            "Publish depth/relative (affine-invariant, [0, 1])"),
     Output("depth", "depth/image", IMAGE, "publish_depth", "metric",
            _image("metric", "32FC1"),
-           "Publish metric depth/image + depth/camera_info"),
+           "Publish metric depth/image + depth/camera_info", paired_with="depth_info"),
     Output("depth_info", "depth/camera_info", CAMERA_INFO, "publish_depth", "metric",
-           _depth_info, "Publish metric depth/image + depth/camera_info"),
+           _depth_info, "Publish metric depth/image + depth/camera_info",
+           paired_with="depth"),
     Output("depth_vis", "depth/image_vis", IMAGE, "publish_depth_vis", "relative",
            _image("relative", "bgr8", _colorize_depth),
            "Publish depth/image_vis (bgr8)", recorded=False),

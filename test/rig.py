@@ -14,18 +14,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from e2e_depth_ros import messages
+from e2e_depth_ros import messages, outputs
 from e2e_depth_ros.geometry import PinholeCamera
+from e2e_depth_ros.outputs import rclpy_types
 
-OUTPUTS = {
-    "depth/relative": Image,
-    "depth/image": Image,
-    "depth/camera_info": CameraInfo,
-    "depth/image_vis": Image,
-    "normals/image": Image,
-    "normals/image_vis": Image,
-    "points": PointCloud2,
-}
+OUTPUTS = {output.topic: rclpy_types()[output.msgtype] for output in outputs.OUTPUTS}
 _names = itertools.count()
 
 

@@ -19,6 +19,7 @@ import yaml
 from rcl_interfaces.msg import ParameterType
 
 from e2e_depth_ros.node import NODE_NAME, PARAMETERS, validate_parameter
+from e2e_depth_ros.outputs import OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "depth.launch.py"
@@ -232,6 +233,16 @@ def test_params_file_value_has_the_declared_type_and_is_in_range(yaml_parameters
     assert validate_parameter(name, value) is None
 
 
+@pytest.mark.parametrize("output", OUTPUTS, ids=lambda output: output.key)
+def test_every_output_is_switched_by_a_bool_parameter_in_the_params_file(
+        yaml_parameters, output):
+    default, kind, _description, _bounds, read_only = PARAMETERS[output.enable]
+    assert kind == ParameterType.PARAMETER_BOOL and not read_only
+    assert default is output.default
+    assert yaml_parameters[output.enable] is output.default
+    assert output.topic in PARAMS_FILE.read_text(), f"the params file never names {output.topic}"
+
+
 def test_params_file_comments_every_parameter_and_says_whether_it_is_read_only():
     lines = PARAMS_FILE.read_text().splitlines()
     for number, line in enumerate(lines):
@@ -293,7 +304,7 @@ def test_rviz_config_shows_depth_normals_and_cloud_on_relative_topics():
     for display in manager["Displays"]:
         displays[display["Class"]].append(display)
     images = {d["Topic"]["Value"] for d in displays["rviz_default_plugins/Image"]}
-    assert images == {"depth/image_vis", "normals/image_vis"}
+    assert images == {output.topic for output in OUTPUTS if output.key.endswith("_vis")}
     (cloud,) = displays["rviz_default_plugins/PointCloud2"]
     assert cloud["Topic"]["Value"] == "points"
     assert cloud["Color Transformer"] == "RGB8"
