@@ -84,6 +84,14 @@ def _colorize_depth(relative: np.ndarray) -> np.ndarray:
     return colorize_depth(relative)
 
 
+def _millimetres(metric: np.ndarray) -> np.ndarray:
+    """Metric depth as uint16 millimetres (REP 118 16UC1): 0 where invalid or > 65.535 m."""
+    import numpy as np
+
+    mm = np.rint(np.where(np.isfinite(metric), metric, 0.0) * 1000.0)
+    return np.where((mm > 0) & (mm <= 65535), mm, 0).astype(np.uint16)
+
+
 def _normals_rgb8(normals: np.ndarray) -> np.ndarray:
     from e2e_depth_ros.messages import normals_to_rgb8
 
@@ -100,6 +108,10 @@ OUTPUTS: tuple[Output, ...] = (
     Output("depth_info", "depth/camera_info", CAMERA_INFO, "publish_depth", "metric",
            _depth_info, "Publish metric depth/image + depth/camera_info",
            paired_with="depth"),
+    Output("depth_mm", "depth/image_mm", IMAGE, "publish_depth_mm", "metric",
+           _image("metric", "16UC1", _millimetres),
+           "Publish depth/image_mm (16UC1 millimetres, 0 = invalid) for consumers that "
+           "take depth_image_proc's integer format", default=False, recorded=False),
     Output("depth_vis", "depth/image_vis", IMAGE, "publish_depth_vis", "relative",
            _image("relative", "bgr8", _colorize_depth),
            "Publish depth/image_vis (bgr8)", recorded=False),

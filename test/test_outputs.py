@@ -100,3 +100,12 @@ def test_relative_output_carries_the_relative_array_exactly():
 def test_rclpy_types_names_the_missing_type():
     with pytest.raises(KeyError, match="no_such_msgs/msg/Nothing"):
         rclpy_types()["no_such_msgs/msg/Nothing"]
+
+
+def test_millimetre_depth_rounds_metres_and_marks_invalid_or_out_of_range_pixels_zero():
+    import rig
+
+    result = FrameResult(metric=np.array([[1.2344, np.nan, 70.0, 0.0004]], np.float32))
+    msg = BY_KEY["depth_mm"].build(rclpy_types(), rig.header(0), None, result)
+    assert msg.encoding == "16UC1"
+    np.testing.assert_array_equal(messages.image_to_array(msg), [[1234, 0, 0, 0]])
