@@ -7,12 +7,25 @@ torch so that importing the protocol costs nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from e2e_depth_ros.estimator import Prediction
+
+class PredictionLike(Protocol):
+    """What ``predict`` returns (``estimator.Prediction`` is one): arrays or None."""
+
+    depth: np.ndarray | None  # float32 (H, W) or (N, H, W), affine-invariant, [0, 1]
+    normals: np.ndarray | None  # float32 (H, W, 3) or (N, H, W, 3), unit, optical frame
+
+
+@dataclass(frozen=True)
+class ItemPrediction:
+    """One frame's slice of a batched prediction (no torch needed to make one)."""
+
+    depth: np.ndarray | None
+    normals: np.ndarray | None
 
 
 @runtime_checkable
@@ -29,7 +42,7 @@ class DepthModel(Protocol):
         ...
 
     def predict(self, rgb: np.ndarray, *, depth: bool = True,
-                normals: bool = True) -> Prediction:
+                normals: bool = True) -> PredictionLike:
         """Depth/normals for uint8 RGB (H, W, 3) or an equal-size batch (N, H, W, 3).
 
         Outputs are at the input's resolution, (N, ...) for a batch; batch item i must equal

@@ -17,9 +17,10 @@ import numpy as np
 from e2e_depth_ros.geometry import PinholeCamera, unproject_depth
 from e2e_depth_ros.scale import ScaleFilter, ScaleFit, ScaleState, fit_depth_to_lidar
 
+from e2e_depth_ros.depth_model import ItemPrediction
+
 if TYPE_CHECKING:
-    from e2e_depth_ros.depth_model import DepthModel
-    from e2e_depth_ros.estimator import Prediction
+    from e2e_depth_ros.depth_model import DepthModel, PredictionLike
 
 
 @dataclass(frozen=True)
@@ -161,19 +162,25 @@ class FrameProcessor:
         predictions = self.predict(frames)
         return [self.finish(frame, pred) for frame, pred in zip(frames, predictions)]
 
-    def predict(self, frames: Sequence[Frame]) -> list[Prediction]:
+    def batches(self, frames: Sequence[Frame]) -> list[list[int]]:
+        """Indices of ``frames`` grouped by ``batch_key``, in order of first appearance.
+
+        The model resizes a whole batch at once, so only equal input sizes share a call
+        (cameras of one model and mode do); other sizes get a call each.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, frame in enumerate(frames):
+            groups.setdefault(self.batch_key(frame.rgb), []).append(index)
+        return list(groups.values())
+
+    def predict(self, frames: Sequence[Frame]) -> list[PredictionLike]:
         """The model's outputs per frame: frames of equal size go through it as one batch.
 
         A batch computes depth (normals) when any of its frames wants it; ``finish`` drops
         what a frame did not ask for.
         """
-        from e2e_depth_ros.estimator import Prediction
-
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, frame in enumerate(frames):
-            groups.setdefault(self.batch_key(frame.rgb), []).append(index)
-        out: list[Prediction | None] = [None] * len(frames)
-        for indices in groups.values():
+        out: list[PredictionLike | None] = [None] * len(frames)
+        for indices in self.batches(frames):
             members = [frames[i] for i in indices]
             depth = any(f.wants_depth for f in members)
             normals = any(f.wants_normals for f in members)
@@ -184,12 +191,12 @@ class FrameProcessor:
             batch = np.stack([f.rgb for f in members])  # (N, H, W, 3)
             pred = self.estimator.predict(batch, depth=depth, normals=normals)
             for item, i in enumerate(indices):
-                out[i] = Prediction(
+                out[i] = ItemPrediction(
                     depth=None if pred.depth is None else pred.depth[item],
                     normals=None if pred.normals is None else pred.normals[item])
         return out  # type: ignore[return-value]  # every index was filled above
 
-    def finish(self, frame: Frame, pred: Prediction) -> FrameResult:
+    def finish(self, frame: Frame, pred: PredictionLike) -> FrameResult:
         """Scale, metric depth and the cloud of one frame from its model outputs."""
         cfg, needs, rgb, camera = self.config, frame.needs, frame.rgb, frame.camera
         result = FrameResult()

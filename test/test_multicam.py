@@ -118,3 +118,11 @@ def test_the_schedule_imports_without_ros_torch_or_rosbags():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_frame_processing_imports_without_torch():
+    code = ("import sys, e2e_depth_ros.processing; "
+            "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
