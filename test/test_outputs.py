@@ -109,3 +109,10 @@ def test_millimetre_depth_rounds_metres_and_marks_invalid_or_out_of_range_pixels
     msg = BY_KEY["depth_mm"].build(rclpy_types(), rig.header(0), None, result)
     assert msg.encoding == "16UC1"
     np.testing.assert_array_equal(messages.image_to_array(msg), [[1234, 0, 0, 0]])
+
+
+def test_paired_outputs_name_each_other():
+    for output in OUTPUTS:
+        if output.paired_with:
+            assert BY_KEY[output.paired_with].paired_with == output.key, output.key
+    assert BY_KEY["depth"].paired_with == "depth_info"
