@@ -31,7 +31,7 @@ RVIZ_FILE = ROOT / "rviz" / "depth.rviz"
 # Other tools pass these by name: renaming one is a breaking change.
 LAUNCH_ARGUMENTS = {"namespace", "image_topic", "camera_info_topic", "lidar_topic",
                     "depth_model", "normals_model", "device", "backend", "precision",
-                    "params_file", "rviz", "fastdds_profile"}
+                    "params_file", "rviz", "fastdds_profile", "cameras"}
 REMAPPED_INPUTS = {"image", "image/compressed", "camera_info", "points_lidar"}
 PYTHON_TYPES = {  # declared parameter type -> the YAML value's Python type
     ParameterType.PARAMETER_DOUBLE: float,
@@ -95,6 +95,7 @@ def test_launch_argument_defaults_match_the_node_parameter_defaults(declared_arg
     assert _literal(declared_arguments["camera_info_topic"]) == "/camera/camera_info"
     assert _literal(declared_arguments["lidar_topic"]) == "/lidar/points"
     assert _literal(declared_arguments["rviz"]) == "false"
+    assert _literal(declared_arguments["cameras"]) == "[]"  # single camera: topics as before
 
 
 def test_launch_file_starts_the_node_under_its_name_with_every_input_remapped(launch_tree):
@@ -176,6 +177,15 @@ def test_setup_installs_the_fastdds_profile_with_the_params_file():
     tree = ast.parse((ROOT / "setup.py").read_text())
     strings = {_literal(node) for node in ast.walk(tree)}
     assert {"config/*.yaml", "config/*.xml"} <= strings
+
+
+def test_launch_file_passes_cameras_to_the_node_as_a_string_list(launch_tree):
+    call = _depth_node_call(launch_tree)
+    entries = [d for d in ast.walk(_keyword(call, "parameters")) if isinstance(d, ast.Dict)]
+    cameras = [v for d in entries for k, v in zip(d.keys, d.values)
+               if _literal(k) == "cameras"]
+    assert len(cameras) == 1, "the node gets the cameras launch argument as a parameter"
+    assert ast.unparse(_keyword(cameras[0], "value_type")) == "List[str]"
 
 
 def test_launch_file_starts_rviz_only_when_asked_with_the_package_config(launch_tree):
