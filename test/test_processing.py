@@ -128,3 +128,20 @@ def test_a_frame_that_does_not_want_normals_gets_none_from_a_batch_that_computed
               Frame(rgb.copy(), 0.0)]
     lean, full = FrameProcessor(estimator).process_batch(frames)
     assert lean.normals is None and full.normals is not None
+
+
+def test_the_estimator_and_a_minimal_fake_both_satisfy_the_depth_model_protocol(estimator):
+    from e2e_depth_ros.depth_model import DepthModel
+
+    class Fake:
+        model_names = {"depth": "fake", "normals": None}
+        device, dtype, processing_resolution = "cpu", "float32", 0
+
+        def processing_size(self, height, width):
+            return height, width
+
+        def predict(self, rgb, *, depth=True, normals=True):
+            raise NotImplementedError
+
+    assert isinstance(estimator, DepthModel) and isinstance(Fake(), DepthModel)
+    assert not isinstance(object(), DepthModel)
