@@ -203,15 +203,6 @@ def fetch_message(reader: Any, index: TopicIndex, ref: MessageRef) -> tuple[Any,
 
 # ----------------------------------------------------------------------- output bag
 
-_OUTPUTS = {
-    "relative": ("depth/relative", IMAGE),
-    "depth": ("depth/image", IMAGE),
-    "depth_info": ("depth/camera_info", CAMERA_INFO),
-    "normals": ("normals/image", IMAGE),
-    "points": ("points", POINTCLOUD),
-}
-
-
 class OutputBag:
     """The node's outputs with the original headers, plus copied inputs, as one MCAP file.
 
@@ -260,37 +251,23 @@ class OutputBag:
             self._copies[conn.topic] = out
         self._writer.write(out, bag_time, raw)
 
-    def _write(self, key: str, bag_time: int, msg: Any) -> None:
-        name, msgtype = _OUTPUTS[key]
-        if key not in self._ours:
-            self._ours[key] = self._writer.add_connection(f"{self.prefix}/{name}", msgtype,
-                                                          typestore=self.typestore)
-        self._writer.write(self._ours[key], bag_time,
-                           self.typestore.serialize_cdr(msg, msgtype))
-
     def frame(self, bag_time: int, header: Any, info: Any, result: FrameResult) -> None:
-        """What the node publishes for one frame (docs/ros_interface.md), with the input header."""
-        from e2e_depth_ros import messages
+        """What the node publishes for one frame (docs/ros_interface.md), with the input header.
 
-        types = self.typestore.types
-        image_cls = types[IMAGE]
-        if result.relative is not None:
-            self._write("relative", bag_time,
-                        messages.build_image(image_cls, header, result.relative, "32FC1"))
-        if result.normals is not None:
-            self._write("normals", bag_time,
-                        messages.build_image(image_cls, header, result.normals, "32FC3"))
-        if result.metric is not None:
-            self._write("depth", bag_time,
-                        messages.build_image(image_cls, header, result.metric, "32FC1"))
-            if info is not None:
-                height, width = result.metric.shape
-                self._write("depth_info", bag_time,
-                            messages.scaled_camera_info(info, width, height, header=header))
-        if result.points is not None:
-            self._write("points", bag_time, messages.build_pointcloud(
-                types[POINTCLOUD], types["sensor_msgs/msg/PointField"], header,
-                result.points, rgb=result.points_rgb, normals=result.points_normals))
+        Every recorded output of ``outputs.OUTPUTS`` (not the visualisations) that the result
+        has; the output's topic goes under this bag's prefix.
+        """
+        from e2e_depth_ros.outputs import RECORDED
+
+        for output in RECORDED:
+            msg = output.build(self.typestore.types, header, info, result)
+            if msg is None:
+                continue
+            if output.key not in self._ours:
+                self._ours[output.key] = self._writer.add_connection(
+                    f"{self.prefix}/{output.topic}", output.msgtype, typestore=self.typestore)
+            self._writer.write(self._ours[output.key], bag_time,
+                               self.typestore.serialize_cdr(msg, output.msgtype))
 
     def close(self) -> None:
         """Finish the file and move it into place (replacing an older file, nothing else)."""

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from e2e_depth_ros.outputs import RECORDED  # standard library only: --help stays instant
+
 PROG = "demo"
 NAMESPACE = "/e2e_depth"
 NODE_NAME = "e2e_depth_node"  # node.NODE_NAME; not imported, so --help stays instant
@@ -48,13 +50,7 @@ PAIR_TIMEOUT_S = 5.0  # for a depth/camera_info to follow its depth/image
 GPU_RESOLUTION = 768  # the paper's processing resolution
 CPU_RESOLUTION = 256  # ~9x fewer pixels: seconds, not minutes, per frame on a CPU
 # The node's outputs the demo records (relative name, ROS 2 message type).
-OUTPUTS = {
-    "depth/relative": "sensor_msgs/msg/Image",
-    "depth/image": "sensor_msgs/msg/Image",
-    "depth/camera_info": "sensor_msgs/msg/CameraInfo",
-    "normals/image": "sensor_msgs/msg/Image",
-    "points": "sensor_msgs/msg/PointCloud2",
-}
+OUTPUTS = {output.topic: output.msgtype for output in RECORDED}
 # depth_image_proc and RTAB-Map need both of one stamp: the recording never splits them.
 PAIRED = ("depth/image", "depth/camera_info")
 TINY_NOTE = ("TINY RANDOM-WEIGHT checkpoints: the pipeline runs for real, but the predictions "

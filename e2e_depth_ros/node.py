@@ -5,6 +5,9 @@ The contract: docs/ros_interface.md and docs/lidar_scale.md.
 Wiring only. Callbacks store the newest message and return; one worker thread runs the
 model on the newest frame and drops the rest; the math lives in ``processing`` and the
 conversions in ``messages``. Every output carries the input image's header unchanged.
+With ``cameras:=[a, b, ...]`` one node serves several cameras (topics ``a/image``, ...,
+``a/depth/image``, ...): one model, the newest frame of each camera run as one batch
+(``multicam`` schedules the rounds), everything else per camera.
 
     ros2 run e2e_depth_ros depth_node --ros-args -p depth_model:=/path -r image:=/cam/image
     python -m e2e_depth_ros.node --ros-args ...
@@ -17,7 +20,8 @@ import os
 import sys
 import threading
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -26,17 +30,22 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType, SetParametersResult)
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from e2e_depth_ros import messages
+from e2e_depth_ros.depth_model import DepthModel
 from e2e_depth_ros.errors import E2EDepthError
 from e2e_depth_ros.geometry import quaternion_to_matrix, transform_points
 from e2e_depth_ros.matched_subscription import MatchedSubscription
-from e2e_depth_ros.processing import FrameProcessor, Needs, ProcessingConfig
+from e2e_depth_ros.outputs import (BY_KEY, OUTPUTS, Output, enable_parameters, needs_for,
+                                   rclpy_types)
+from e2e_depth_ros.multicam import CameraSlots, camera_topic, validate_cameras
+from e2e_depth_ros.processing import Frame, FrameProcessor, ProcessingConfig
 from e2e_depth_ros.qos import MODES as INPUT_QOS_MODES
 from e2e_depth_ros.stamp_rate import StampRateEstimator
-from e2e_depth_ros.sync import LatestSlot, StampBuffer, stamp_to_ns
+from e2e_depth_ros.sync import StampBuffer, stamp_to_ns
 
 try:  # tf2 is used when a ROS install provides it; static extrinsics otherwise
     import tf2_ros
@@ -80,13 +89,10 @@ PARAMETERS = {
                   False),
     "processing_resolution": (768, _I, "Longer image side the model runs at; 0 = native",
                               (0, 4096), False),
-    "publish_relative": (True, _B, "Publish depth/relative (affine-invariant, [0, 1])",
-                         None, False),
-    "publish_depth": (True, _B, "Publish metric depth/image + depth/camera_info", None, False),
-    "publish_depth_vis": (True, _B, "Publish depth/image_vis (bgr8)", None, False),
-    "publish_normals": (True, _B, "Publish normals/image (32FC3)", None, False),
-    "publish_normals_vis": (True, _B, "Publish normals/image_vis (rgb8)", None, False),
-    "publish_points": (True, _B, "Publish the organized point cloud `points`", None, False),
+    **{name: (default, _B, description, None, False)  # publish_*: one per output kind
+       for name, (default, description) in enable_parameters().items()},
+    "max_batch": (4, _I, "Most cameras whose newest frames run through the model together; "
+                  "cameras left out go first next time", (1, 64), False),
     "points_decimation": (1, _I, "Keep every Nth row and column in the cloud", (1, 16), False),
     "points_color": (True, _B, "Add the packed rgb field to the cloud", None, False),
     "points_normals": (False, _B, "Add normal_x/y/z fields to the cloud (runs the normals "
@@ -122,6 +128,15 @@ PARAMETERS = {
                            "outputs", (0.0, 3600.0), False),
 }
 _CONFIG_KEYS = {f.name for f in fields(ProcessingConfig)}
+CAMERAS_DESCRIPTION = ("Camera names, e.g. [front, left, right]: each camera's inputs and "
+                       "outputs are <name>/<topic> and one model serves all; empty = one "
+                       "camera on image, camera_info, points_lidar")
+# Per camera, read-only parameter <camera>.<key>: the input topic (relative name, help text).
+CAMERA_INPUTS = {
+    "image_topic": ("image", "Image topic (with use_compressed: <topic>/compressed)"),
+    "camera_info_topic": ("camera_info", "CameraInfo topic"),
+    "lidar_topic": ("points_lidar", "LiDAR PointCloud2 topic"),
+}
 
 
 def _descriptor(name: str, kind: int, description: str, bounds, read_only: bool):
@@ -154,16 +169,57 @@ class Stats:
     def __init__(self) -> None:
         self.received = self.processed = self.failed = self.bad_input = self.idle = 0
         self.latency = float("nan")
-        self.inference = float("nan")
+        self.inference = float("nan")  # seconds of the model call (shared by its batch)
         self.overhead = float("nan")  # seconds per frame spent outside the model
+        self.batch_size = 0  # frames in this camera's last model call
         self.last_error = ""
         self.last_warning = ""
+
+
+class Stream:
+    """One camera inside the node: its inputs' buffers and checks, publishers and counters.
+
+    ``name`` "" is the single-camera node (today's topics); otherwise every topic of this
+    camera is ``<name>/<topic>``, relative, so namespaces and remapping still apply.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stats = Stats()
+        self.last_stamp_ns: int | None = None
+        self.camera_infos: StampBuffer = StampBuffer(size=30)
+        self.clouds: StampBuffer = StampBuffer(size=10)
+        self.stamp_rate = StampRateEstimator(window=100)
+        self.inputs: dict[str, MatchedSubscription] = {}
+        self.pub: dict[str, Any] = {}
+        self.window = (time.monotonic(), 0, 0)  # (monotonic s, received, processed)
+
+    def topic(self, relative: str) -> str:
+        return camera_topic(self.name, relative)
+
+    def say(self, text: str) -> str:
+        """A log line that names the camera when the node has several."""
+        return f"[{self.name}] {text}" if self.name else text
+
+
+@dataclass
+class _Job:
+    """One camera's frame between preparation and publishing."""
+
+    stream: Stream
+    header: Any
+    stamp_ns: int
+    frame: Frame
+    info: Any
+    wanted: list[Output]
+    prepare_s: float
 
 
 class DepthNode(Node):
     """E2E-FT depth/normals node. ``estimator`` may be injected (tests); else it is loaded."""
 
-    def __init__(self, *, estimator=None, node_name: str = NODE_NAME, **kwargs) -> None:
+    def __init__(self, *, estimator: DepthModel | None = None, node_name: str = NODE_NAME,
+                 **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         for name, (default, kind, description, bounds, read_only) in PARAMETERS.items():
             self.declare_parameter(name, default,
@@ -173,36 +229,28 @@ class DepthNode(Node):
             reason = validate_parameter(name, value)
             if reason:
                 raise ValueError(reason)
+        cameras = self._declare_cameras()
         if estimator is None:
             estimator = self._load_estimator()
         estimator.processing_resolution = self._params["processing_resolution"]
         self.processor = FrameProcessor(estimator, self._processing_config())
-        self.stats = Stats()
         self._closing = False
-        self._last_stamp_ns: int | None = None
-        self._camera_infos: StampBuffer = StampBuffer(size=30)
-        self._clouds: StampBuffer = StampBuffer(size=10)
-        self._slot: LatestSlot = LatestSlot()
+        self._streams = {name: Stream(name) for name in cameras or [""]}
+        self._slots: CameraSlots = CameraSlots(list(self._streams))
         self._tf_buffer = None
         if tf2_ros is not None:
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
-        self._pub = {
-            "relative": self.create_publisher(Image, "depth/relative", OUTPUT_QOS),
-            "depth": self.create_publisher(Image, "depth/image", OUTPUT_QOS),
-            "depth_info": self.create_publisher(CameraInfo, "depth/camera_info", OUTPUT_QOS),
-            "depth_vis": self.create_publisher(Image, "depth/image_vis", OUTPUT_QOS),
-            "normals": self.create_publisher(Image, "normals/image", OUTPUT_QOS),
-            "normals_vis": self.create_publisher(Image, "normals/image_vis", OUTPUT_QOS),
-            "points": self.create_publisher(PointCloud2, "points", OUTPUT_QOS),
-        }
+        self._types = rclpy_types()
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._stamp_rate = StampRateEstimator(window=100)
-        self._inputs = self._subscribe_inputs()
+        for stream in self._streams.values():
+            stream.pub = {output.key: self.create_publisher(
+                self._types[output.msgtype], stream.topic(output.topic), OUTPUT_QOS)
+                for output in OUTPUTS}
+            stream.inputs = self._subscribe_inputs(stream)
         self.create_timer(1.0, self._recheck_inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._window = (time.monotonic(), 0, 0)
         self.create_timer(1.0, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="e2e_depth_worker",
                                         daemon=True)
@@ -211,10 +259,61 @@ class DepthNode(Node):
         names = est.model_names
         where = (est.describe() if hasattr(est, "describe") else f"{est.device} ({est.dtype})")
         self.get_logger().info(
-            f"ready: depth={names.get('depth')} normals={names.get('normals')} on {where}")
+            f"ready: depth={names.get('depth')} normals={names.get('normals')} on {where}"
+            + (f" for cameras {', '.join(cameras)}" if cameras else ""))
 
     # -- set-up ----------------------------------------------------------------------------
-    def _load_estimator(self):
+    def _declare_cameras(self) -> list[str]:
+        """The ``cameras`` list and, per camera, its input topic parameters (read-only).
+
+        Declared without a default: rclpy types an empty list default as a byte array,
+        which would refuse ``cameras:=[front, left]``.
+        """
+        value = self.declare_parameter(
+            "cameras", Parameter.Type.STRING_ARRAY,
+            ParameterDescriptor(name="cameras", type=ParameterType.PARAMETER_STRING_ARRAY,
+                                description=CAMERAS_DESCRIPTION, read_only=True)).value
+        cameras = list(value or [])
+        reason = validate_cameras(cameras)
+        if reason:
+            raise ValueError(f"cameras: {reason}")
+        self._input_topics: dict[str, dict[str, str]] = {}
+        for camera in cameras:
+            topics = {}
+            for key, (relative, description) in CAMERA_INPUTS.items():
+                name = f"{camera}.{key}"
+                topic = self.declare_parameter(name, "", ParameterDescriptor(
+                    name=name, type=_S, read_only=True,
+                    description=f"{description} of camera {camera}; empty = "
+                                f"{camera_topic(camera, relative)}")).value
+                topics[relative] = topic or camera_topic(camera, relative)
+            self._input_topics[camera] = topics
+        return cameras
+
+    @property
+    def cameras(self) -> list[str]:
+        """The camera names ([] for the single-camera node)."""
+        return [name for name in self._streams if name]
+
+    @property
+    def stats(self) -> Stats:
+        """The first camera's counters (the only camera's on a single-camera node)."""
+        return next(iter(self._streams.values())).stats
+
+    @property
+    def _pub(self) -> dict[str, Any]:
+        """The first camera's publishers (the only camera's on a single-camera node)."""
+        return next(iter(self._streams.values())).pub
+
+    @property
+    def _inputs(self) -> dict[str, MatchedSubscription]:
+        """The first camera's input subscriptions."""
+        return next(iter(self._streams.values())).inputs
+
+    def stream(self, camera: str = "") -> Stream:
+        return self._streams[camera]
+
+    def _load_estimator(self) -> DepthModel:
         from e2e_depth_ros.estimator import Estimator, quiet_model_libraries
 
         quiet_model_libraries()  # no loading bars in a robot's log
@@ -230,39 +329,52 @@ class DepthNode(Node):
         estimator.warm_up()  # GPU/compiled/OpenVINO: no stall in the first frames after ready
         return estimator
 
-    def _subscribe_inputs(self) -> dict[str, MatchedSubscription]:
-        """Image, camera_info and LiDAR with the reliability their publishers offer.
+    def _subscribe_inputs(self, stream: Stream) -> dict[str, MatchedSubscription]:
+        """One camera's image, camera_info and LiDAR with the reliability publishers offer.
 
         camera_info and LiDAR first: the executor serves ready subscriptions in creation
         order, so a frame's camera_info arriving with its image is stored before the image
         wakes the worker (else that frame has no camera_info: no cloud, no depth/image).
         """
         mode = self._params["input_qos"]
-        image = ((CompressedImage, "image/compressed") if self._params["use_compressed"]
-                 else (Image, "image"))
+        topics = self._input_topics.get(stream.name, {})
+        image = topics.get("image", "image")
+        image = ((CompressedImage, f"{image}/compressed") if self._params["use_compressed"]
+                 else (Image, image))
+
+        def on_image(msg) -> None:
+            stream.stats.received += 1
+            stream.stamp_rate.add(stamp_to_ns(msg.header.stamp))
+            self._slots.put(stream.name, msg)
+
         return {  # creation order, kept by _recheck_inputs
-            "camera_info": MatchedSubscription(self, CameraInfo, "camera_info",
-                                               self._on_camera_info, mode=mode,
-                                               depth=SENSOR_DEPTH),
-            "lidar": MatchedSubscription(self, PointCloud2, "points_lidar", self._on_lidar,
-                                         mode=mode, depth=SENSOR_DEPTH),
-            "image": MatchedSubscription(self, *image, self._on_image, mode=mode,
+            "camera_info": MatchedSubscription(
+                self, CameraInfo, topics.get("camera_info", "camera_info"),
+                lambda msg: stream.camera_infos.add(stamp_to_ns(msg.header.stamp), msg),
+                mode=mode, depth=SENSOR_DEPTH),
+            "lidar": MatchedSubscription(
+                self, PointCloud2, topics.get("points_lidar", "points_lidar"),
+                lambda msg: stream.clouds.add(stamp_to_ns(msg.header.stamp), msg),
+                mode=mode, depth=SENSOR_DEPTH),
+            "image": MatchedSubscription(self, *image, on_image, mode=mode,
                                          depth=IMAGE_DEPTH),
         }
 
     def _recheck_inputs(self) -> None:
         """Publishers come and go: follow their reliability (or a changed input_qos).
 
-        When one input must be re-subscribed, all are, in their order, so camera_info and
-        LiDAR stay ahead of the image in the executor.
+        When one of a camera's inputs must be re-subscribed, all of its inputs are, in
+        their order, so camera_info and LiDAR stay ahead of the image in the executor.
         """
-        choices = {}
-        for name, subscription in self._inputs.items():
-            subscription.mode = self._params["input_qos"]
-            choices[name] = subscription.choose()
-        recreate = any(self._inputs[name].changes(choice) for name, choice in choices.items())
-        for name, subscription in self._inputs.items():
-            subscription.apply(choices[name], recreate=recreate)
+        for stream in self._streams.values():
+            choices = {}
+            for name, subscription in stream.inputs.items():
+                subscription.mode = self._params["input_qos"]
+                choices[name] = subscription.choose()
+            recreate = any(stream.inputs[name].changes(choice)
+                           for name, choice in choices.items())
+            for name, subscription in stream.inputs.items():
+                subscription.apply(choices[name], recreate=recreate)
 
     def _processing_config(self) -> ProcessingConfig:
         return ProcessingConfig(**{k: v for k, v in self._params.items() if k in _CONFIG_KEYS})
@@ -277,138 +389,161 @@ class DepthNode(Node):
         self.processor.reconfigure(self._processing_config())  # read at the next frame
         return SetParametersResult(successful=True)
 
-    # -- callbacks: store and return -----------------------------------------------------
-    def _on_image(self, msg) -> None:
-        self.stats.received += 1
-        self._stamp_rate.add(stamp_to_ns(msg.header.stamp))
-        self._slot.put(msg)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_infos.add(stamp_to_ns(msg.header.stamp), msg)
-
-    def _on_lidar(self, msg: PointCloud2) -> None:
-        self._clouds.add(stamp_to_ns(msg.header.stamp), msg)
-
-    # -- worker -------------------------------------------------------------------------
+    # -- worker: one round = the newest frame of up to max_batch cameras --------------------
     def _work(self) -> None:
-        while not self._slot.closed:
-            msg = self._slot.take(timeout=0.5)
-            if msg is None:
-                continue
+        while not self._slots.closed:
+            taken = self._slots.take_round(int(self._params["max_batch"]), timeout=0.5)
+            if taken:
+                self._process_round(taken)
+
+    def _process_round(self, taken: list[tuple[str, Any]]) -> None:
+        """Prepare each frame, run equal-size frames through the model together, publish.
+
+        Each camera's failure is its own: a bad frame, a failed model call or a failed
+        publish is counted for the cameras it concerns, and the rest proceed.
+        """
+        jobs = []
+        for name, msg in taken:
+            stream = self._streams[name]
             try:
-                self._process(msg)
+                job = self._prepare(stream, msg)
             except Exception as err:  # noqa: BLE001 - one frame's failure must not stop us
-                self.stats.failed += 1
-                self.stats.last_error = f"{type(err).__name__}: {err}"
-                if not self._closing:
-                    self.get_logger().error(f"frame failed: {self.stats.last_error}",
-                                            throttle_duration_sec=THROTTLE_S)
+                self._failed(stream, err)
+                continue
+            if job is not None:
+                jobs.append(job)
+        if not jobs:
+            return
+        resolution = self._params["processing_resolution"]
+        if self.processor.estimator.processing_resolution != resolution:
+            self.processor.estimator.processing_resolution = resolution
+        for batch in self.processor.batches([job.frame for job in jobs]):
+            members = [jobs[i] for i in batch]
+            start = time.monotonic()
+            try:
+                predictions = self.processor.predict([job.frame for job in members])
+            except Exception as err:  # noqa: BLE001 - the next round proceeds
+                for job in members:
+                    self._failed(job.stream, err)
+                continue
+            inference = time.monotonic() - start
+            for job, prediction in zip(members, predictions):
+                try:
+                    self._finish(job, prediction, inference, len(members))
+                except Exception as err:  # noqa: BLE001 - the other cameras still publish
+                    self._failed(job.stream, err)
 
-    def _warn(self, text: str) -> None:
-        self.stats.last_warning = text
-        self.get_logger().warning(text, throttle_duration_sec=THROTTLE_S)
+    def _failed(self, stream: Stream, err: Exception) -> None:
+        stats = stream.stats
+        stats.failed += 1
+        stats.last_error = f"{type(err).__name__}: {err}"
+        if not self._closing:
+            self.get_logger().error(stream.say(f"frame failed: {stats.last_error}"),
+                                    throttle_duration_sec=THROTTLE_S)
 
-    def _decode(self, msg):
+    def _warn(self, stream: Stream, text: str) -> None:
+        stream.stats.last_warning = text
+        self.get_logger().warning(stream.say(text), throttle_duration_sec=THROTTLE_S)
+
+    def _decode(self, stream: Stream, msg):
         try:
             if isinstance(msg, CompressedImage):
                 return messages.compressed_to_rgb(msg)
             return messages.image_to_rgb(msg)
         except E2EDepthError as err:
-            self.stats.bad_input += 1
-            self._warn(f"dropping image: {err}")
+            stream.stats.bad_input += 1
+            self._warn(stream, f"dropping image: {err}")
             return None
 
-    def _stamp_ok(self, stamp_ns: int) -> bool:
-        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+    def _stamp_ok(self, stream: Stream, stamp_ns: int) -> bool:
+        last, stream.last_stamp_ns = stream.last_stamp_ns, stamp_ns
         if last is None or stamp_ns > last:
             return True
         if stamp_ns == last:
-            self.stats.bad_input += 1
-            self._warn(f"dropping image: stamp {stamp_ns * 1e-9:.3f} repeats the previous one")
+            stream.stats.bad_input += 1
+            self._warn(stream, f"dropping image: stamp {stamp_ns * 1e-9:.3f} repeats the "
+                       "previous one")
             return False
-        self._warn(f"image stamp went back {(last - stamp_ns) * 1e-9:.3f} s (bag loop?): "
-                   "scale history reset")
-        self.processor.reset_scale()
+        self._warn(stream, f"image stamp went back {(last - stamp_ns) * 1e-9:.3f} s (bag "
+                   "loop?): scale history reset")
+        self.processor.reset_scale(stream.name)
         return True
 
-    def _needs(self) -> Needs:
+    def _wanted(self, stream: Stream) -> list[Output]:
+        """The outputs that are enabled and have a subscriber: only those are computed."""
         p = self._params
+        return [o for o in OUTPUTS
+                if p[o.enable] and stream.pub[o.key].get_subscription_count() > 0]
 
-        def wanted(key: str, enable: str) -> bool:
-            return bool(p[enable]) and self._pub[key].get_subscription_count() > 0
-
-        return Needs(
-            relative=wanted("relative", "publish_relative")
-            or wanted("depth_vis", "publish_depth_vis"),
-            normals=wanted("normals", "publish_normals")
-            or wanted("normals_vis", "publish_normals_vis"),
-            metric=wanted("depth", "publish_depth") or wanted("depth_info", "publish_depth"),
-            points=wanted("points", "publish_points"),
-            points_rgb=bool(p["points_color"]),
-            points_normals=bool(p["points_normals"]),
-        )
-
-    def _process(self, msg) -> None:
+    def _prepare(self, stream: Stream, msg) -> _Job | None:
+        """Decoding, stamp check, camera_info and LiDAR: the frame for the model, or None."""
         began = time.monotonic()
         header = msg.header
         stamp_ns = stamp_to_ns(header.stamp)
-        rgb = self._decode(msg)
-        if rgb is None or not self._stamp_ok(stamp_ns):
-            return
-        needs = self._needs()
-        if not (needs.relative or needs.normals or needs.metric or needs.points):
-            self.stats.idle += 1  # nobody listens: no work
-            return
+        rgb = self._decode(stream, msg)
+        if rgb is None or not self._stamp_ok(stream, stamp_ns):
+            return None
+        wanted = self._wanted(stream)
+        if not wanted:
+            stream.stats.idle += 1  # nobody listens: no work
+            return None
         p = self._params
-        info = self._camera_infos.match(stamp_ns, int(p["camera_info_tolerance"] * 1e9))
-        camera = self._camera(info)
+        needs = needs_for(wanted, points_rgb=bool(p["points_color"]),
+                          points_normals=bool(p["points_normals"]))
+        info = stream.camera_infos.match(stamp_ns, int(p["camera_info_tolerance"] * 1e9))
+        camera = self._camera(stream, info)
         lidar = None
         if needs.metric or needs.points:
-            lidar = self._lidar_points(stamp_ns, header.frame_id)
-        estimator = self.processor.estimator
-        if estimator.processing_resolution != p["processing_resolution"]:
-            estimator.processing_resolution = p["processing_resolution"]
-        start = time.monotonic()
-        result = self.processor.process(rgb, stamp_ns * 1e-9, camera=camera,
-                                        lidar_points=lidar, needs=needs)
-        self.stats.inference = time.monotonic() - start
+            lidar = self._lidar_points(stream, stamp_ns, header.frame_id)
+        frame = Frame(rgb, stamp_ns * 1e-9, camera, lidar, needs, stream.name)
+        return _Job(stream, header, stamp_ns, frame, info, wanted, time.monotonic() - began)
+
+    def _finish(self, job: _Job, prediction, inference: float, batch_size: int) -> None:
+        """Scale, metric depth and cloud of one camera's frame, then its outputs."""
+        began = time.monotonic()
+        stream, stats = job.stream, job.stream.stats
+        result = self.processor.finish(job.frame, prediction)
         for note in result.notes:
-            self._warn(note)
+            self._warn(stream, note)
         if self._closing:
             return
-        self._publish(header, info, result, needs)
-        self.stats.overhead = time.monotonic() - began - self.stats.inference
-        self.stats.processed += 1
+        self._publish(stream, job.header, job.info, result, job.wanted)
+        stats.inference = inference
+        stats.batch_size = batch_size
+        stats.overhead = job.prepare_s + time.monotonic() - began
+        stats.processed += 1
         now_ns = self.get_clock().now().nanoseconds
-        self.stats.latency = (now_ns - stamp_ns) * 1e-9
+        stats.latency = (now_ns - job.stamp_ns) * 1e-9
 
-    def _camera(self, info):
+    def _camera(self, stream: Stream, info):
         if info is None:
-            if self._pub["points"].get_subscription_count() or self._clouds.newest_stamp():
-                self._warn("no camera_info matches the image stamp: no cloud or LiDAR fit")
+            if stream.pub["points"].get_subscription_count() or stream.clouds.newest_stamp():
+                self._warn(stream, "no camera_info matches the image stamp: no cloud or "
+                           "LiDAR fit")
             return None
         try:
             return messages.camera_from_info(info)
         except E2EDepthError as err:
-            self._warn(f"unusable camera_info: {err}")
+            self._warn(stream, f"unusable camera_info: {err}")
             return None
 
-    def _lidar_points(self, stamp_ns: int, camera_frame: str) -> np.ndarray | None:
-        cloud = self._clouds.match(stamp_ns, int(self._params["lidar_tolerance"] * 1e9))
+    def _lidar_points(self, stream: Stream, stamp_ns: int,
+                      camera_frame: str) -> np.ndarray | None:
+        cloud = stream.clouds.match(stamp_ns, int(self._params["lidar_tolerance"] * 1e9))
         if cloud is None:
             return None
         try:
             points = messages.pointcloud_to_xyz(cloud)
         except E2EDepthError as err:
-            self._warn(f"unusable LiDAR cloud: {err}")
+            self._warn(stream, f"unusable LiDAR cloud: {err}")
             return None
-        transform = self._lidar_transform(cloud.header, camera_frame)
+        transform = self._lidar_transform(stream, cloud.header, camera_frame)
         if transform is None:
             return None
         rotation, translation = transform
         return transform_points(points, rotation, translation).astype(np.float32)
 
-    def _lidar_transform(self, cloud_header, camera_frame: str):
+    def _lidar_transform(self, stream: Stream, cloud_header, camera_frame: str):
         """(R, t) taking LiDAR points into the camera optical frame, or None (warned)."""
         lidar_frame = cloud_header.frame_id
         if lidar_frame == camera_frame:
@@ -427,56 +562,52 @@ class DepthNode(Node):
         if p["lidar_extrinsic_frame"] and p["lidar_extrinsic_frame"] == lidar_frame:
             return (quaternion_to_matrix(*p["lidar_extrinsic_rotation"]),
                     np.asarray(p["lidar_extrinsic_translation"], dtype=np.float64))
-        self._warn(f"no transform from LiDAR frame '{lidar_frame}' to camera frame "
+        self._warn(stream, f"no transform from LiDAR frame '{lidar_frame}' to camera frame "
                    f"'{camera_frame}' ({tf_error}; static extrinsic is for "
                    f"'{p['lidar_extrinsic_frame']}'): metric depth needs one")
         return None
 
     # -- publishing ---------------------------------------------------------------------
-    def _publish(self, header, info, result, needs: Needs) -> None:
-        p, pub = self._params, self._pub
-        if result.relative is not None:
-            if p["publish_relative"]:
-                pub["relative"].publish(messages.build_image(Image, header, result.relative,
-                                                             "32FC1"))
-            if p["publish_depth_vis"] and pub["depth_vis"].get_subscription_count():
-                vis = messages.colorize_depth(result.relative)
-                pub["depth_vis"].publish(messages.build_image(Image, header, vis, "bgr8"))
-        if result.normals is not None:
-            if p["publish_normals"]:
-                pub["normals"].publish(messages.build_image(Image, header, result.normals,
-                                                            "32FC3"))
-            if p["publish_normals_vis"] and pub["normals_vis"].get_subscription_count():
-                vis = messages.normals_to_rgb8(result.normals)
-                pub["normals_vis"].publish(messages.build_image(Image, header, vis, "rgb8"))
-        if result.metric is not None and p["publish_depth"]:
-            # depth/image and depth/camera_info go out as a pair or not at all:
-            # depth_image_proc and RTAB-Map need both of one stamp.
-            if info is not None:
-                height, width = result.metric.shape
-                camera_info = messages.scaled_camera_info(info, width, height, header=header)
-                pub["depth"].publish(messages.build_image(Image, header, result.metric,
-                                                          "32FC1"))
-                pub["depth_info"].publish(camera_info)
-            else:
-                self._warn("no camera_info matches the image stamp: depth/image is not "
-                           "published without its depth/camera_info")
-        if result.points is not None and p["publish_points"]:
-            pub["points"].publish(messages.build_pointcloud(
-                PointCloud2, PointField, header, result.points, rgb=result.points_rgb,
-                normals=result.points_normals))
+    def _publish(self, stream: Stream, header, info, result, wanted: list[Output]) -> None:
+        built = {o.key: o.build(self._types, header, info, result) for o in wanted}
+        for output in wanted:
+            msg = built[output.key]
+            if msg is None:  # e.g. no metric depth without a scale
+                continue
+            if output.paired_with:
+                # depth/image and depth/camera_info go out as a pair or not at all:
+                # depth_image_proc and RTAB-Map need both of one stamp.
+                partner = BY_KEY[output.paired_with]
+                if partner.key not in built:
+                    built[partner.key] = partner.build(self._types, header, info, result)
+                if built[partner.key] is None:
+                    self._warn(stream, f"no camera_info matches the image stamp: "
+                               f"{output.topic} is not published without its {partner.topic}")
+                    continue
+            stream.pub[output.key].publish(msg)
 
-    # -- diagnostics --------------------------------------------------------------------
+    # -- diagnostics: one status per camera ----------------------------------------------
+    def diagnostic_name(self, camera: str = "") -> str:
+        """The DiagnosticStatus name of one camera ("<node>: depth" without cameras)."""
+        node = self.get_fully_qualified_name()
+        return f"{node}: {camera} depth" if camera else f"{node}: depth"
+
     def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
-        s = self.stats
-        start, received, processed = self._window
-        span = max(now - start, 1e-6)
-        self._window = (now, s.received, s.processed)
         stamp = self.get_clock().now()
+        array = DiagnosticArray(status=[self._diagnostic_status(stream, stamp)
+                                        for stream in self._streams.values()])
+        array.header.stamp = stamp.to_msg()
+        self._diagnostics.publish(array)
+
+    def _diagnostic_status(self, stream: Stream, stamp) -> DiagnosticStatus:
+        now = time.monotonic()
+        s = stream.stats
+        start, received, processed = stream.window
+        span = max(now - start, 1e-6)
+        stream.window = (now, s.received, s.processed)
         scale = self.processor.scale_state(stamp.nanoseconds * 1e-9
-                                           if self._last_stamp_ns is None
-                                           else self._last_stamp_ns * 1e-9)
+                                           if stream.last_stamp_ns is None
+                                           else stream.last_stamp_ns * 1e-9, stream.name)
         cfg = self.processor.config
         if cfg.fixed_scale > 0:
             scale_status, level = "fixed", DiagnosticStatus.OK
@@ -489,14 +620,16 @@ class DepthNode(Node):
         est = self.processor.estimator
         fit = scale.fit
         values = {
+            "camera": stream.name,
             "input_rate_hz": f"{(s.received - received) / span:.2f}",
             "output_rate_hz": f"{(s.processed - processed) / span:.2f}",
             "latency_s": f"{s.latency:.3f}",
             "inference_s": f"{s.inference:.3f}",
+            "batch_size": str(s.batch_size),
             "overhead_s": f"{s.overhead:.4f}",
             "frames_received": str(s.received),
             "frames_processed": str(s.processed),
-            "frames_dropped": str(self._slot.dropped),
+            "frames_dropped": str(self._slots.dropped[stream.name]),
             "frames_bad_input": str(s.bad_input),
             "frames_failed": str(s.failed),
             "frames_idle": str(s.idle),
@@ -517,34 +650,35 @@ class DepthNode(Node):
             "last_error": s.last_error,
             "last_warning": s.last_warning,
         }
-        transport_values, transport_problem = self._transport_diagnostics()
+        transport_values, transport_problem = self._transport_diagnostics(stream)
         values.update(transport_values)
         if (s.failed or transport_problem) and level == DiagnosticStatus.OK:
             level = DiagnosticStatus.WARN
-        status = DiagnosticStatus(
-            level=level, name=f"{self.get_fully_qualified_name()}: depth",
+        return DiagnosticStatus(
+            level=level, name=self.diagnostic_name(stream.name),
             message=f"{scale_status}; {values['output_rate_hz']} Hz out"
                     + (f"; {transport_problem}" if transport_problem else ""),
             hardware_id=str(est.device),
             values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = stamp.to_msg()
-        self._diagnostics.publish(array)
 
-    def _transport_diagnostics(self) -> tuple[dict[str, str], str]:
+    def _transport_diagnostics(self, stream: Stream | None = None
+                               ) -> tuple[dict[str, str], str]:
         """Input QoS in use, and the camera's rate and loss from the image stamps.
 
         Transport loss is otherwise silent: frames lost in DDS never reach a callback. The
-        stamps of those that arrive say how many were published in between.
+        stamps of those that arrive say how many were published in between. ``stream``:
+        which camera (default: the first, the only one of a single-camera node).
         """
-        rate = self._stamp_rate.estimate()
-        mismatches = [f"{name}: {sub.choice.message}" for name, sub in self._inputs.items()
+        stream = stream or next(iter(self._streams.values()))
+        rate = stream.stamp_rate.estimate()
+        inputs = stream.inputs
+        mismatches = [f"{name}: {sub.choice.message}" for name, sub in inputs.items()
                       if sub.choice is not None and sub.choice.mismatch]
         values = {
             "input_qos": self._params["input_qos"],
-            "input_qos_image": self._inputs["image"].describe(),
-            "input_qos_camera_info": self._inputs["camera_info"].describe(),
-            "input_qos_lidar": self._inputs["lidar"].describe(),
+            "input_qos_image": inputs["image"].describe(),
+            "input_qos_camera_info": inputs["camera_info"].describe(),
+            "input_qos_lidar": inputs["lidar"].describe(),
             "input_qos_mismatch": "; ".join(mismatches),
             "input_rate_from_stamps_hz": f"{rate.rate_hz:.2f}",
             "input_frames_missing": str(rate.missing),
@@ -561,7 +695,7 @@ class DepthNode(Node):
         """Stop the worker without waiting for an inference in flight (it is a daemon)."""
         self._closing = True
         if hasattr(self, "_worker"):  # a node that failed during start-up has none
-            self._slot.close()
+            self._slots.close()
             self._worker.join(timeout=1.0)
         super().destroy_node()
 

@@ -1,18 +1,26 @@
-"""One camera frame through the estimator, scale recovery and geometry, without ROS.
+"""Camera frames through the estimator, scale recovery and geometry, without ROS.
 
-The node and the offline evaluation both call ``FrameProcessor.process``, so a bag replayed
-offline is scored on exactly what the robot would publish.
+The node and the offline evaluation both call ``FrameProcessor``, so a bag replayed offline
+is scored on exactly what the robot would publish. Several cameras ("streams") share one
+model: ``process_batch`` runs their frames through it as one batch, then finishes each
+frame with its own stream's LiDAR scale filter.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from e2e_depth_ros.geometry import PinholeCamera, unproject_depth
 from e2e_depth_ros.scale import ScaleFilter, ScaleFit, ScaleState, fit_depth_to_lidar
+
+from e2e_depth_ros.depth_model import ItemPrediction
+
+if TYPE_CHECKING:
+    from e2e_depth_ros.depth_model import DepthModel, PredictionLike
 
 
 @dataclass(frozen=True)
@@ -61,32 +69,70 @@ class FrameResult:
     notes: list[str] = field(default_factory=list)  # why an output was skipped
 
 
-class FrameProcessor:
-    """Owns the estimator and the LiDAR scale filter; turns frames into output arrays."""
+@dataclass(frozen=True)
+class Frame:
+    """One camera's frame as ``process_batch`` takes it (see ``FrameProcessor.process``)."""
 
-    def __init__(self, estimator, config: ProcessingConfig | None = None) -> None:
+    rgb: np.ndarray  # uint8 (H, W, 3)
+    stamp: float  # seconds, the image's header stamp: the scale filter's clock
+    camera: PinholeCamera | None = None
+    lidar_points: np.ndarray | None = None  # (N, 3) in the camera optical frame
+    needs: Needs = Needs()
+    stream: str = ""  # which camera: each has its own LiDAR scale filter
+
+    @property
+    def wants_depth(self) -> bool:
+        return (self.needs.relative or self.needs.metric or self.needs.points
+                or self.lidar_points is not None)
+
+    @property
+    def wants_normals(self) -> bool:
+        return self.needs.normals or (self.needs.points and self.needs.points_normals)
+
+
+class FrameProcessor:
+    """Owns the model and one LiDAR scale filter per stream; turns frames into output arrays."""
+
+    def __init__(self, estimator: DepthModel, config: ProcessingConfig | None = None) -> None:
         self.estimator = estimator
         self.config = config or ProcessingConfig()
-        self.scale_filter = self._make_filter(self.config)
+        self._filters: dict[str, ScaleFilter] = {}
 
     @staticmethod
     def _make_filter(config: ProcessingConfig) -> ScaleFilter:
         return ScaleFilter(smoothing=config.scale_smoothing, max_jump=config.scale_max_jump,
                            hold_timeout=config.scale_hold_timeout)
 
+    def filter_for(self, stream: str = "") -> ScaleFilter:
+        """The LiDAR scale filter of one stream (camera), created on first use."""
+        found = self._filters.get(stream)
+        if found is None:  # setdefault: the worker and the diagnostics timer may race here
+            found = self._filters.setdefault(stream, self._make_filter(self.config))
+        return found
+
+    @property
+    def scale_filter(self) -> ScaleFilter:
+        """The single-camera stream's filter."""
+        return self.filter_for("")
+
     def reconfigure(self, config: ProcessingConfig) -> None:
-        """Apply new settings from the next frame on; the filter restarts if its own changed."""
+        """Apply new settings from the next frame on; the filters restart if theirs changed."""
         old, self.config = self.config, config
         keys = ("scale_smoothing", "scale_max_jump", "scale_hold_timeout")
         if any(getattr(old, k) != getattr(config, k) for k in keys):
-            self.scale_filter = self._make_filter(config)
+            self._filters = {stream: self._make_filter(config) for stream in self._filters}
 
-    def reset_scale(self) -> None:
-        """Forget the scale history (time went backwards, e.g. a bag loop)."""
-        self.scale_filter.reset()
+    def reset_scale(self, stream: str = "") -> None:
+        """Forget one stream's scale history (time went backwards, e.g. a bag loop)."""
+        self.filter_for(stream).reset()
 
-    def scale_state(self, now: float) -> ScaleState:
-        return self.scale_filter.state(now)
+    def scale_state(self, now: float, stream: str = "") -> ScaleState:
+        return self.filter_for(stream).state(now)
+
+    @staticmethod
+    def batch_key(rgb: np.ndarray) -> tuple[int, int]:
+        """Frames with equal keys can share one model call (the model takes equal sizes)."""
+        return int(rgb.shape[0]), int(rgb.shape[1])
 
     def process(
         self,
@@ -96,6 +142,7 @@ class FrameProcessor:
         camera: PinholeCamera | None = None,
         lidar_points: np.ndarray | None = None,
         needs: Needs = Needs(),
+        stream: str = "",
     ) -> FrameResult:
         """Run the model and everything downstream of it for one uint8 RGB (H, W, 3) frame.
 
@@ -103,7 +150,55 @@ class FrameProcessor:
         LiDAR projection; ``lidar_points`` are (N, 3) in the camera optical frame.
         ``stamp`` (seconds) is the image's header stamp: the filter's clock.
         """
-        cfg = self.config
+        frame = Frame(rgb, stamp, camera, lidar_points, needs, stream)
+        return self.finish(frame, self.predict([frame])[0])
+
+    def process_batch(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """``process`` for several frames, one model call per group of equal ``batch_key``.
+
+        Each result equals that frame's own ``process`` up to float rounding of the batched
+        model call; results come back in the order of ``frames``.
+        """
+        predictions = self.predict(frames)
+        return [self.finish(frame, pred) for frame, pred in zip(frames, predictions)]
+
+    def batches(self, frames: Sequence[Frame]) -> list[list[int]]:
+        """Indices of ``frames`` grouped by ``batch_key``, in order of first appearance.
+
+        The model resizes a whole batch at once, so only equal input sizes share a call
+        (cameras of one model and mode do); other sizes get a call each.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, frame in enumerate(frames):
+            groups.setdefault(self.batch_key(frame.rgb), []).append(index)
+        return list(groups.values())
+
+    def predict(self, frames: Sequence[Frame]) -> list[PredictionLike]:
+        """The model's outputs per frame: frames of equal size go through it as one batch.
+
+        A batch computes depth (normals) when any of its frames wants it; ``finish`` drops
+        what a frame did not ask for.
+        """
+        out: list[PredictionLike | None] = [None] * len(frames)
+        for indices in self.batches(frames):
+            members = [frames[i] for i in indices]
+            depth = any(f.wants_depth for f in members)
+            normals = any(f.wants_normals for f in members)
+            if len(members) == 1:
+                out[indices[0]] = self.estimator.predict(members[0].rgb, depth=depth,
+                                                         normals=normals)
+                continue
+            batch = np.stack([f.rgb for f in members])  # (N, H, W, 3)
+            pred = self.estimator.predict(batch, depth=depth, normals=normals)
+            for item, i in enumerate(indices):
+                out[i] = ItemPrediction(
+                    depth=None if pred.depth is None else pred.depth[item],
+                    normals=None if pred.normals is None else pred.normals[item])
+        return out  # type: ignore[return-value]  # every index was filled above
+
+    def finish(self, frame: Frame, pred: PredictionLike) -> FrameResult:
+        """Scale, metric depth and the cloud of one frame from its model outputs."""
+        cfg, needs, rgb, camera = self.config, frame.needs, frame.rgb, frame.camera
         result = FrameResult()
         height, width = rgb.shape[:2]
         if camera is not None and (camera.width, camera.height) != (width, height):
@@ -113,17 +208,16 @@ class FrameProcessor:
             )
             camera = None
         want_metric = needs.metric or needs.points
-        want_depth = needs.relative or want_metric or lidar_points is not None
-        want_normals = needs.normals or (needs.points and needs.points_normals)
-        pred = self.estimator.predict(rgb, depth=want_depth, normals=want_normals)
-        result.relative, result.normals = pred.depth, pred.normals
-        if pred.depth is None:
+        result.relative = pred.depth if frame.wants_depth else None
+        result.normals = pred.normals if frame.wants_normals else None
+        if result.relative is None:
             return result
 
-        scale, shift = self._scale(result, pred.depth, stamp, camera, lidar_points)
+        scale, shift = self._scale(result, result.relative, frame.stamp, camera,
+                                   frame.lidar_points, frame.stream)
         if scale is None or not want_metric:
             return result
-        metric = (np.float32(scale) * pred.depth + np.float32(shift)).astype(np.float32)
+        metric = (np.float32(scale) * result.relative + np.float32(shift)).astype(np.float32)
         invalid = ~(metric > 0)
         if cfg.min_depth > 0:
             invalid |= metric < cfg.min_depth
@@ -140,7 +234,7 @@ class FrameProcessor:
         return result
 
     def _scale(self, result: FrameResult, relative: np.ndarray, stamp: float,
-               camera: PinholeCamera | None, lidar_points: np.ndarray | None
+               camera: PinholeCamera | None, lidar_points: np.ndarray | None, stream: str
                ) -> tuple[float | None, float | None]:
         """(scale, shift) of this frame: the user's fixed map, else the LiDAR filter."""
         cfg = self.config
@@ -154,9 +248,9 @@ class FrameProcessor:
                 min_inlier_ratio=cfg.lidar_min_inlier_ratio,
                 inlier_threshold=cfg.lidar_inlier_threshold,
             )
-            result.scale_state = self.scale_filter.update(result.fit, stamp)
+            result.scale_state = self.filter_for(stream).update(result.fit, stamp)
         else:
-            result.scale_state = self.scale_filter.state(stamp)
+            result.scale_state = self.filter_for(stream).state(stamp)
         state = result.scale_state
         if state.usable and state.scale is not None and math.isfinite(state.scale):
             result.scale_source = "lidar"

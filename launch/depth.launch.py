@@ -16,10 +16,23 @@ exported FASTDDS_DEFAULT_PROFILES_FILE is honoured as the default. Other RMWs ig
 
 RViz cannot remap the topics of its displays, so it runs in the node's namespace and
 ``rviz/depth.rviz`` names the outputs relatively (``depth/image_vis``, ``points``, ...).
+
+Several cameras, one model (one node, frames batched across cameras):
+
+    ros2 launch e2e_depth_ros depth.launch.py cameras:="[front, left, right]"
+
+Each camera's topics are then ``<camera>/image``, ``<camera>/camera_info``,
+``<camera>/points_lidar`` in and ``<camera>/depth/image``, ... out, relative to
+``namespace``; the ``image_topic`` / ``camera_info_topic`` / ``lidar_topic`` arguments only
+apply to the single-camera node. Point a camera at other topics in the params file
+(``front.image_topic: /front/color/image_raw``, ``front.camera_info_topic``,
+``front.lidar_topic``), or set ``cameras`` there instead of here: an empty ``cameras``
+argument (the default) leaves the file's list in place.
 Uses only launch APIs present since Humble.
 """
 
 import os
+from typing import List
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -79,6 +92,10 @@ def generate_launch_description() -> LaunchDescription:
                         "best-effort subscribers); empty = Fast DDS defaults"),
         DeclareLaunchArgument("rviz", default_value="false",
                               description="Start RViz with rviz/depth.rviz"),
+        DeclareLaunchArgument("cameras", default_value="[]",
+                              description="Camera names, e.g. \"[front, left, right]\": one "
+                                          "node serves them all, topics <camera>/...; "
+                                          "[] = one camera on image_topic"),
     ]
     namespace = LaunchConfiguration("namespace")
     image_topic = LaunchConfiguration("image_topic")
@@ -94,6 +111,8 @@ def generate_launch_description() -> LaunchDescription:
             {name: ParameterValue(LaunchConfiguration(name), value_type=str)
              for name in ("depth_model", "normals_model", "device", "backend",
                           "precision")},
+            # An empty list sets nothing, so a list in the params file stays in force.
+            {"cameras": ParameterValue(LaunchConfiguration("cameras"), value_type=List[str])},
         ],
         remappings=[
             ("image", image_topic),

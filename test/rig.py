@@ -14,18 +14,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from e2e_depth_ros import messages
+from e2e_depth_ros import messages, outputs
 from e2e_depth_ros.geometry import PinholeCamera
+from e2e_depth_ros.multicam import camera_topic
+from e2e_depth_ros.outputs import rclpy_types
 
-OUTPUTS = {
-    "depth/relative": Image,
-    "depth/image": Image,
-    "depth/camera_info": CameraInfo,
-    "depth/image_vis": Image,
-    "normals/image": Image,
-    "normals/image_vis": Image,
-    "points": PointCloud2,
-}
+OUTPUTS = {output.topic: rclpy_types()[output.msgtype] for output in outputs.OUTPUTS}
 _names = itertools.count()
 
 
@@ -69,41 +63,59 @@ def lidar_cloud(points: np.ndarray, stamp_ns: int, frame_id: str = "lidar") -> P
 
 
 class Rig:
-    """Spins the node under test and a peer node in a background executor."""
+    """Spins the node under test and a peer node in a background executor.
+
+    With ``cameras`` the peer feeds and records every camera: topics are then keyed
+    ``<camera>/<topic>`` (``camera_topic``); without, keys are the plain topics.
+    """
 
     def __init__(self, node_under_test: Node, namespace: str, *, compressed: bool = False,
-                 subscribe: bool = True):
+                 subscribe: bool = True, cameras: tuple[str, ...] = ("",)):
         self.node_under_test = node_under_test
         self.peer = Node(f"rig_{next(_names)}", namespace=namespace)
         image_type = CompressedImage if compressed else Image
-        self.image_pub = self.peer.create_publisher(
-            image_type, "image/compressed" if compressed else "image", 10)
-        self.info_pub = self.peer.create_publisher(CameraInfo, "camera_info", 10)
-        self.lidar_pub = self.peer.create_publisher(PointCloud2, "points_lidar", 10)
-        self.received: dict[str, list] = {topic: [] for topic in OUTPUTS}
-        self.diagnostics: list = []
+        self.image_pubs, self.info_pubs, self.lidar_pubs = {}, {}, {}
+        for cam in cameras:
+            self.image_pubs[cam] = self.peer.create_publisher(
+                image_type, camera_topic(cam, "image/compressed" if compressed else "image"),
+                10)
+            self.info_pubs[cam] = self.peer.create_publisher(
+                CameraInfo, camera_topic(cam, "camera_info"), 10)
+            self.lidar_pubs[cam] = self.peer.create_publisher(
+                PointCloud2, camera_topic(cam, "points_lidar"), 10)
+        self.image_pub, self.info_pub, self.lidar_pub = (
+            pubs[cameras[0]] for pubs in (self.image_pubs, self.info_pubs, self.lidar_pubs))
+        self.received: dict[str, list] = {camera_topic(cam, topic): []
+                                          for cam in cameras for topic in OUTPUTS}
+        self.diagnostics: list = []  # the first camera's
+        self.diagnostics_by_camera: dict[str, list] = {cam: [] for cam in cameras}
         self._lock = threading.Lock()
-        for topic, msg_type in OUTPUTS.items() if subscribe else ():
-            self.peer.create_subscription(msg_type, topic, self._collector(topic), 10)
+        for cam in cameras if subscribe else ():
+            for topic, msg_type in OUTPUTS.items():
+                key = camera_topic(cam, topic)
+                self.peer.create_subscription(msg_type, key, self._collector(key), 10)
         self.peer.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor = MultiThreadedExecutor(num_threads=2)
         self.executor.add_node(node_under_test)
         self.executor.add_node(self.peer)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
-        name = node_under_test.get_fully_qualified_name()
-        self._diag_name = f"{name}: depth"
-        assert self.wait_for(lambda: self.image_pub.get_subscription_count() > 0
-                             and (not subscribe or all(p.get_subscription_count() > 0
-                                  for p in node_under_test._pub.values()))
+        self._diag_names = {node_under_test.diagnostic_name(cam): cam for cam in cameras}
+        self._first, self._cameras = cameras[0], cameras
+        publishers = [p for cam in cameras
+                      for p in node_under_test.stream(cam).pub.values()] if subscribe else []
+        assert self.wait_for(lambda: all(p.get_subscription_count() > 0
+                                         for p in self.image_pubs.values())
+                             and all(p.get_subscription_count() > 0 for p in publishers)
                              and self.inputs_match()), "no discovery"
 
     def inputs_match(self) -> bool:
         """The node's inputs have re-subscribed to match the rig's reliable publishers."""
-        inputs = getattr(self.node_under_test, "_inputs", {})
+        if self.node_under_test._params.get("input_qos", "auto") != "auto":
+            return True
         return all(sub.choice is not None and sub.choice.reliability == "reliable"
-                   for sub in inputs.values()) or self.node_under_test._params.get(
-                       "input_qos", "auto") != "auto"
+                   for cam in self._cameras
+                   for sub in self.node_under_test.stream(cam).inputs.values())
 
     def _collector(self, topic):
         def collect(msg):
@@ -113,11 +125,15 @@ class Rig:
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name == self._diag_name:
-                with self._lock:
-                    self.diagnostics.append({kv.key: kv.value for kv in status.values}
-                                            | {"_level": status.level,
-                                               "_message": status.message})
+            cam = self._diag_names.get(status.name)
+            if cam is None:
+                continue
+            values = ({kv.key: kv.value for kv in status.values}
+                      | {"_level": status.level, "_message": status.message})
+            with self._lock:
+                self.diagnostics_by_camera[cam].append(values)
+                if cam == self._first:
+                    self.diagnostics.append(values)
 
     def wait_for(self, predicate, timeout: float = 10.0, poll: float = 0.02) -> bool:
         deadline = time.monotonic() + timeout
@@ -137,17 +153,22 @@ class Rig:
             return self.received[topic][-1] if self.received[topic] else None
 
     def send(self, rgb: np.ndarray | None, stamp_ns: int, *, camera: PinholeCamera | None = None,
-             lidar: np.ndarray | None = None, lidar_frame: str = "lidar", image=None) -> None:
-        """Publish camera_info and LiDAR first, so they are there when the image is."""
+             lidar: np.ndarray | None = None, lidar_frame: str = "lidar", image=None,
+             cam: str | None = None, frame_id: str = "camera_optical") -> None:
+        """Publish camera_info and LiDAR first, so they are there when the image is.
+
+        ``cam`` picks the rig camera (default: the first); ``frame_id`` the image's frame.
+        """
+        cam = self._first if cam is None else cam
         if camera is not None:
-            self.info_pub.publish(camera_info(camera, stamp_ns))
+            self.info_pubs[cam].publish(camera_info(camera, stamp_ns, frame_id))
         if lidar is not None:
-            self.lidar_pub.publish(lidar_cloud(lidar, stamp_ns, lidar_frame))
+            self.lidar_pubs[cam].publish(lidar_cloud(lidar, stamp_ns, lidar_frame))
         if camera is not None or lidar is not None:
             time.sleep(0.05)
         if image is None:
-            image = messages.build_image(Image, header(stamp_ns), rgb, "rgb8")
-        self.image_pub.publish(image)
+            image = messages.build_image(Image, header(stamp_ns, frame_id), rgb, "rgb8")
+        self.image_pubs[cam].publish(image)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)

@@ -19,6 +19,7 @@ import yaml
 from rcl_interfaces.msg import ParameterType
 
 from e2e_depth_ros.node import NODE_NAME, PARAMETERS, validate_parameter
+from e2e_depth_ros.outputs import OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "depth.launch.py"
@@ -30,7 +31,7 @@ RVIZ_FILE = ROOT / "rviz" / "depth.rviz"
 # Other tools pass these by name: renaming one is a breaking change.
 LAUNCH_ARGUMENTS = {"namespace", "image_topic", "camera_info_topic", "lidar_topic",
                     "depth_model", "normals_model", "device", "backend", "precision",
-                    "params_file", "rviz", "fastdds_profile"}
+                    "params_file", "rviz", "fastdds_profile", "cameras"}
 REMAPPED_INPUTS = {"image", "image/compressed", "camera_info", "points_lidar"}
 PYTHON_TYPES = {  # declared parameter type -> the YAML value's Python type
     ParameterType.PARAMETER_DOUBLE: float,
@@ -94,6 +95,7 @@ def test_launch_argument_defaults_match_the_node_parameter_defaults(declared_arg
     assert _literal(declared_arguments["camera_info_topic"]) == "/camera/camera_info"
     assert _literal(declared_arguments["lidar_topic"]) == "/lidar/points"
     assert _literal(declared_arguments["rviz"]) == "false"
+    assert _literal(declared_arguments["cameras"]) == "[]"  # single camera: topics as before
 
 
 def test_launch_file_starts_the_node_under_its_name_with_every_input_remapped(launch_tree):
@@ -177,6 +179,15 @@ def test_setup_installs_the_fastdds_profile_with_the_params_file():
     assert {"config/*.yaml", "config/*.xml"} <= strings
 
 
+def test_launch_file_passes_cameras_to_the_node_as_a_string_list(launch_tree):
+    call = _depth_node_call(launch_tree)
+    entries = [d for d in ast.walk(_keyword(call, "parameters")) if isinstance(d, ast.Dict)]
+    cameras = [v for d in entries for k, v in zip(d.keys, d.values)
+               if _literal(k) == "cameras"]
+    assert len(cameras) == 1, "the node gets the cameras launch argument as a parameter"
+    assert ast.unparse(_keyword(cameras[0], "value_type")) == "List[str]"
+
+
 def test_launch_file_starts_rviz_only_when_asked_with_the_package_config(launch_tree):
     calls = [call for call in _calls(launch_tree, "Node")
              if _literal(_keyword(call, "package")) == "rviz2"]
@@ -230,6 +241,16 @@ def test_params_file_value_has_the_declared_type_and_is_in_range(yaml_parameters
     if bounds:
         assert bounds[0] <= value <= bounds[1], f"{name}: {value!r} outside {bounds}"
     assert validate_parameter(name, value) is None
+
+
+@pytest.mark.parametrize("output", OUTPUTS, ids=lambda output: output.key)
+def test_every_output_is_switched_by_a_bool_parameter_in_the_params_file(
+        yaml_parameters, output):
+    default, kind, _description, _bounds, read_only = PARAMETERS[output.enable]
+    assert kind == ParameterType.PARAMETER_BOOL and not read_only
+    assert default is output.default
+    assert yaml_parameters[output.enable] is output.default
+    assert output.topic in PARAMS_FILE.read_text(), f"the params file never names {output.topic}"
 
 
 def test_params_file_comments_every_parameter_and_says_whether_it_is_read_only():
@@ -293,7 +314,7 @@ def test_rviz_config_shows_depth_normals_and_cloud_on_relative_topics():
     for display in manager["Displays"]:
         displays[display["Class"]].append(display)
     images = {d["Topic"]["Value"] for d in displays["rviz_default_plugins/Image"]}
-    assert images == {"depth/image_vis", "normals/image_vis"}
+    assert images == {output.topic for output in OUTPUTS if output.key.endswith("_vis")}
     (cloud,) = displays["rviz_default_plugins/PointCloud2"]
     assert cloud["Topic"]["Value"] == "points"
     assert cloud["Color Transformer"] == "RGB8"

@@ -67,12 +67,13 @@ def decode_cloud(msg):
 
 
 def test_every_output_arrives_with_the_input_header_and_encoding(estimator, rig_factory):
-    rig = rig_factory(estimator, fixed_scale=2.0, fixed_shift=0.5)
+    rig = rig_factory(estimator, fixed_scale=2.0, fixed_shift=0.5, publish_depth_mm=True)
     rgb = image(1)
     rig.send(rgb, T0, camera=CAMERA)
     assert rig.wait_for(lambda: all(rig.received[t] for t in rig.received)), {
         t: len(v) for t, v in rig.received.items()}
     expected = {"depth/relative": "32FC1", "depth/image": "32FC1", "depth/image_vis": "bgr8",
+                "depth/image_mm": "16UC1",
                 "normals/image": "32FC3", "normals/image_vis": "rgb8"}
     for topic, encoding in expected.items():
         msg = rig.last(topic)

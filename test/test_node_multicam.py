@@ -1,0 +1,235 @@
+"""Several cameras in one node over real rclpy: own topics, headers, diagnostics and scale."""
+
+import itertools
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+
+from e2e_depth_ros import messages
+from e2e_depth_ros.depth_model import ItemPrediction
+from e2e_depth_ros.geometry import PinholeCamera
+from e2e_depth_ros.node import DepthNode
+from e2e_depth_ros.synthetic import make_sequence
+from rig import EstimatorProxy, Rig
+
+CAMERAS = ("front", "left", "right")
+CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
+T0 = 1_700_000_000_000_000_000
+_namespaces = itertools.count()
+
+pytestmark = pytest.mark.usefixtures("ros")
+
+
+@pytest.fixture(scope="module")
+def estimator(tiny_depth, tiny_normals):
+    from e2e_depth_ros.estimator import Estimator
+
+    return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
+
+
+class Recording(EstimatorProxy):
+    """The real estimator, recording each call's batch size; optionally slow."""
+
+    def __init__(self, inner, delay: float = 0.0):
+        super().__init__(inner)
+        object.__setattr__(self, "batches", [])
+        object.__setattr__(self, "delay", delay)
+        object.__setattr__(self, "busy", threading.Event())
+
+    def predict(self, rgb, **kwargs):
+        self.batches.append(1 if rgb.ndim == 3 else rgb.shape[0])
+        self.busy.set()
+        time.sleep(self.delay)
+        return self.inner.predict(rgb, **kwargs)
+
+
+def image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def make_rig(model, cameras=CAMERAS, **params) -> Rig:
+    namespace = f"/m{os.getpid()}_{next(_namespaces)}"
+    params.setdefault("processing_resolution", 0)
+    overrides = [Parameter("cameras", Parameter.Type.STRING_ARRAY, list(cameras))]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    node = DepthNode(estimator=model, namespace=namespace, parameter_overrides=overrides)
+    return Rig(node, namespace, cameras=tuple(cameras))
+
+
+@pytest.fixture
+def rigs():
+    made = []
+    yield made
+    for rig in made:
+        rig.close()
+
+
+def relative_of(msg) -> np.ndarray:
+    return messages.image_to_array(msg)
+
+
+def test_three_cameras_get_their_own_outputs_with_their_own_headers(estimator, rigs):
+    model = Recording(estimator, delay=0.3)
+    rig = make_rig(model, fixed_scale=2.0)
+    rigs.append(rig)
+    # Keep the worker busy with one frame so that the three below wait for the same round.
+    rig.send(image(99), T0 - 10**9, camera=CAMERA, cam="front", frame_id="front_optical")
+    assert model.busy.wait(10.0)
+    rgbs = {cam: image(i) for i, cam in enumerate(CAMERAS)}
+    for i, cam in enumerate(CAMERAS):
+        rig.send(rgbs[cam], T0 + i, camera=CAMERA, cam=cam, frame_id=f"{cam}_optical")
+    assert rig.wait_for(lambda: all(T0 + i in rig.stamps(f"{cam}/depth/image")
+                                    for i, cam in enumerate(CAMERAS)), timeout=30)
+    assert 3 in model.batches, f"the three frames were not one batch: {model.batches}"
+    for i, cam in enumerate(CAMERAS):
+        for topic in ("depth/relative", "depth/image", "depth/camera_info", "normals/image",
+                      "points", "depth/image_vis", "normals/image_vis"):
+            msg = rig.last(f"{cam}/{topic}")
+            assert msg.header.frame_id == f"{cam}_optical", (cam, topic)
+            assert rig.stamps(f"{cam}/{topic}")[-1] == T0 + i, (cam, topic)
+        # Each camera's depth is its own image's (a swap would be ~0.1 off), batched or not.
+        want = estimator.predict(rgbs[cam]).depth
+        np.testing.assert_allclose(relative_of(rig.last(f"{cam}/depth/relative")), want,
+                                   atol=1e-5)
+    assert not rig.received["front/depth/image_mm"]  # off by default, per camera too
+
+
+def test_a_camera_that_stops_does_not_stop_the_others(estimator, rigs):
+    rig = make_rig(estimator, cameras=("front", "left"))
+    rigs.append(rig)
+
+    def live(cameras, start, count):
+        """Both cameras at ~5 Hz, each frame waited for, like a live camera."""
+        for k in range(start, start + count):
+            stamp = T0 + k * 2 * 10**8
+            for cam in cameras:
+                rig.send(image(k), stamp, cam=cam)
+            assert rig.wait_for(lambda: all(stamp in rig.stamps(f"{cam}/depth/relative")
+                                            for cam in cameras), timeout=20), (cameras, k)
+            time.sleep(0.2)
+
+    live(("front", "left"), 0, 5)
+    front_count = len(rig.received["front/depth/relative"])
+    live(("left",), 5, 15)  # front is silent for ~4 s: left goes on at its own rate
+    assert len(rig.received["front/depth/relative"]) == front_count
+    assert len(set(rig.stamps("left/depth/relative"))) == 20
+    # Diagnostics say which camera went quiet: its input rate is 0, the other's is not.
+    front, left = (rig.diagnostics_by_camera[cam][-1] for cam in ("front", "left"))
+    assert float(front["input_rate_hz"]) == 0.0 and front["frames_received"] == "5"
+    assert float(left["input_rate_hz"]) > 0.5
+
+
+def test_each_camera_has_its_own_diagnostics_entry(estimator, rigs):
+    rig = make_rig(estimator)
+    rigs.append(rig)
+    for k in range(3):
+        rig.send(image(k), T0 + k * 10**8, cam="left")
+        assert rig.wait_for(lambda: T0 + k * 10**8 in rig.stamps("left/depth/relative"),
+                            timeout=20)
+    rig.send(image(7), T0, cam="right")
+    assert rig.wait_for(lambda: T0 in rig.stamps("right/depth/relative"), timeout=20)
+
+    def latest():
+        return {cam: rig.diagnostics_by_camera[cam][-1] for cam in CAMERAS
+                if rig.diagnostics_by_camera[cam]}
+
+    assert rig.wait_for(lambda: len(latest()) == 3
+                        and latest()["left"]["frames_received"] == "3"
+                        and latest()["right"]["frames_received"] == "1", timeout=10)
+    diags = latest()
+    assert {cam: d["camera"] for cam, d in diags.items()} == {c: c for c in CAMERAS}
+    assert diags["front"]["frames_received"] == diags["front"]["frames_processed"] == "0"
+    assert diags["left"]["frames_processed"] == "3"
+    name = rig.node_under_test.get_fully_qualified_name()
+    assert rig.node_under_test.diagnostic_name("left") == f"{name}: left depth"
+
+
+def test_cameras_are_refused_when_a_name_repeats(estimator, ros):
+    with pytest.raises(ValueError, match="cameras: camera 'front' is listed twice"):
+        DepthNode(estimator=estimator, namespace=f"/m{os.getpid()}_bad",
+                  parameter_overrides=[Parameter("cameras", Parameter.Type.STRING_ARRAY,
+                                                 ["front", "front"])])
+
+
+def test_per_camera_input_topics_come_from_parameters(estimator, rigs):
+    namespace = f"/m{os.getpid()}_{next(_namespaces)}"
+    node = DepthNode(estimator=estimator, namespace=namespace, parameter_overrides=[
+        Parameter("cameras", Parameter.Type.STRING_ARRAY, ["front"]),
+        Parameter("front.image_topic", value="/elsewhere/color/image_raw"),
+        Parameter("processing_resolution", value=0)])
+    try:
+        topics = dict(node.get_subscriber_names_and_types_by_node(node.get_name(),
+                                                                  namespace))
+        assert "/elsewhere/color/image_raw" in topics
+        assert f"{namespace}/front/camera_info" in topics
+        assert f"{namespace}/front/points_lidar" in topics  # relative: follows the namespace
+        published = dict(node.get_publisher_names_and_types_by_node(node.get_name(),
+                                                                    namespace))
+        assert f"{namespace}/front/depth/image" in published
+        assert f"{namespace}/depth/image" not in published
+    finally:
+        node.destroy_node()
+
+
+# -- LiDAR scale per camera -------------------------------------------------------------
+class BatchOracle:
+    """Relative depth = (true depth - shift) / scale, per camera's sequence; takes batches."""
+
+    def __init__(self, maps):
+        self.depth = {}
+        for sequence, scale, shift in maps:
+            for f in sequence.frames:
+                self.depth[f.rgb.tobytes()] = ((f.depth - shift) / scale).astype(np.float32)
+        self.processing_resolution = 0
+        self.model_names = {"depth": "oracle", "normals": None}
+        self.device, self.dtype = "cpu", "float32"
+
+    def processing_size(self, height, width):
+        return height, width
+
+    def predict(self, rgb, *, depth=True, normals=True):
+        if rgb.ndim == 3:
+            return ItemPrediction(depth=self.depth[rgb.tobytes()], normals=None)
+        return ItemPrediction(depth=np.stack([self.depth[x.tobytes()] for x in rgb]), normals=None)
+
+
+def test_each_camera_fits_its_own_lidar_scale(rigs):
+    front = make_sequence(4, width=64, height=48, seed=3)
+    left = make_sequence(4, width=64, height=48, seed=5)
+    maps = {"front": (front, 4.0, 0.5), "left": (left, 1.5, 0.2)}
+    oracle = BatchOracle(maps.values())
+    ext = front.extrinsic
+    rig = make_rig(oracle, cameras=("front", "left"), lidar_extrinsic_frame="lidar",
+                   lidar_extrinsic_translation=[float(v) for v in ext.translation],
+                   lidar_extrinsic_rotation=[float(v) for v in ext.quaternion_xyzw])
+    rigs.append(rig)
+    stamp = T0
+    deadline = time.monotonic() + 30
+
+    def fitted():
+        diags = {cam: rig.diagnostics_by_camera[cam][-1] for cam in maps
+                 if rig.diagnostics_by_camera[cam]}
+        return len(diags) == 2 and all(d["scale_status"] == "OK" for d in diags.values())
+
+    while time.monotonic() < deadline and not fitted():
+        for k in range(3):
+            stamp += 10**8
+            for cam, (sequence, _scale, _shift) in maps.items():
+                frame = sequence.frames[k]
+                rig.send(frame.rgb, stamp, camera=sequence.camera, lidar=frame.lidar_points,
+                         cam=cam)
+            rig.wait_for(lambda: stamp in rig.stamps("left/depth/relative")
+                         and stamp in rig.stamps("front/depth/relative"), timeout=10)
+    assert fitted(), {cam: rig.diagnostics_by_camera[cam][-1:] for cam in maps}
+    for cam, (sequence, scale, shift) in maps.items():
+        diag = rig.diagnostics_by_camera[cam][-1]
+        assert abs(float(diag["scale"]) - scale) / scale < 0.03, (cam, diag["scale"])
+        metric = messages.image_to_array(rig.last(f"{cam}/depth/image"))
+        truth = sequence.frames[2].depth
+        valid = np.isfinite(metric)
+        assert valid.mean() > 0.9
+        assert np.median(np.abs(metric[valid] - truth[valid]) / truth[valid]) < 0.03, cam
