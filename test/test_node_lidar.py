@@ -7,6 +7,7 @@ not the random tiny network.
 
 import itertools
 import os
+import time
 
 import numpy as np
 import pytest
@@ -43,17 +44,21 @@ class AffineOracle:
         return Prediction(depth=relative.astype(np.float32), normals=None)
 
 
-@pytest.fixture
-def rig(sequence):
+def make_rig(sequence, **overrides) -> Rig:
     ext = sequence.extrinsic
     params = {"lidar_extrinsic_frame": "lidar",
               "lidar_extrinsic_translation": [float(v) for v in ext.translation],
               "lidar_extrinsic_rotation": [float(v) for v in ext.quaternion_xyzw],
-              "scale_hold_timeout": 0.5}
+              "scale_hold_timeout": 0.5} | overrides
     namespace = f"/l{os.getpid()}_{next(_namespaces)}"
     node = DepthNode(estimator=AffineOracle(sequence), namespace=namespace,
                      parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    rig = Rig(node, namespace)
+    return Rig(node, namespace)
+
+
+@pytest.fixture
+def rig(sequence):
+    rig = make_rig(sequence)
     yield rig
     rig.close()
 
@@ -71,6 +76,19 @@ def send_frame(rig, sequence, i, *, lidar=True, stamp=None, lidar_frame="lidar")
     return stamp
 
 
+def stream_until(rig, sequence, i, predicate, timeout=8.0, period=0.1):
+    """Re-send frame ``i`` at ``period`` with fresh stamps (a live camera) until ``predicate``."""
+    stamp = max(rig.stamps("depth/relative"), default=sequence.frames[i].stamp_ns)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stamp += int(period * 1e9)
+        send_frame(rig, sequence, i, stamp=stamp)
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()
+
+
 def test_lidar_fit_gives_metric_depth_matching_ground_truth_and_diagnostics(rig, sequence):
     for i in range(3):
         send_frame(rig, sequence, i)
@@ -79,19 +97,33 @@ def test_lidar_fit_gives_metric_depth_matching_ground_truth_and_diagnostics(rig,
     metric = metric_of(rig.last("depth/image"))
     valid = np.isfinite(metric)
     assert valid.mean() > 0.95
-    abs_rel = np.mean(np.abs(metric[valid] - frame.depth[valid]) / frame.depth[valid])
-    assert abs_rel < 0.03
+    error = (metric[valid] - frame.depth[valid]) / frame.depth[valid]
+    # Measured: AbsRel 0.64 %, signed mean -0.64 %: the z-buffer keeps the nearest of
+    # ~20 noisy LiDAR points per pixel at 64x48, so the fit reads a little short.
+    assert np.mean(np.abs(error)) < 0.01
+    assert -0.01 < np.mean(error) < 0.0
     assert rig.last("points").header.stamp == rig.last("depth/image").header.stamp
-    assert rig.wait_for(lambda: rig.diagnostics
-                        and rig.diagnostics[-1]["scale_status"] == "OK", timeout=5)
+    # A live stream keeps the fit fresh: diagnostics judge its age on the clock.
+    assert stream_until(rig, sequence, 2, lambda: rig.diagnostics
+                        and rig.diagnostics[-1]["scale_status"] == "OK")
     diag = rig.diagnostics[-1]
     scale, shift = float(diag["scale"]), float(diag["shift"])
+    metric = metric_of(rig.last("depth/image"))
     relative = metric_of(rig.last("depth/relative"))
+    valid = np.isfinite(metric)
     np.testing.assert_allclose(metric[valid], (scale * relative + shift)[valid], rtol=1e-3)
-    assert abs(scale - SCALE) / SCALE < 0.03 and int(diag["scale_inliers"]) >= 10
+    assert abs(scale - SCALE) / SCALE < 0.02 and int(diag["scale_inliers"]) >= 10
 
 
-def test_metric_outputs_are_held_then_stopped_when_lidar_stops(rig, sequence):
+@pytest.fixture
+def slow_hold_rig(sequence):
+    rig = make_rig(sequence, scale_hold_timeout=3.0)
+    yield rig
+    rig.close()
+
+
+def test_metric_outputs_are_held_then_stopped_when_lidar_stops(slow_hold_rig, sequence):
+    rig = slow_hold_rig
     for i in range(2):
         send_frame(rig, sequence, i)
     last_fit = sequence.frames[1].stamp_ns
@@ -99,7 +131,7 @@ def test_metric_outputs_are_held_then_stopped_when_lidar_stops(rig, sequence):
     assert rig.wait_for(lambda: held in rig.stamps("depth/image"))
     assert rig.wait_for(lambda: rig.diagnostics and rig.diagnostics[-1]["scale_status"]
                         .startswith("WARN holding"), timeout=5)
-    stopped = send_frame(rig, sequence, 3, lidar=False, stamp=last_fit + 2 * 10**9)
+    stopped = send_frame(rig, sequence, 3, lidar=False, stamp=last_fit + 4 * 10**9)
     assert rig.wait_for(lambda: rig.diagnostics and rig.diagnostics[-1]["scale_status"]
                         .startswith("ERROR"), timeout=5)
     assert stopped not in rig.stamps("depth/image") and stopped not in rig.stamps("points")
