@@ -207,6 +207,7 @@ class Stats:
         self.overhead = float("nan")  # seconds per frame spent outside the model
         self.last_error = ""
         self.last_warning = ""
+        self.last_bad_input = ""  # why the latest frame counted in bad_input was refused
         self.health = StreamHealth()  # rates, outages, recent failures (monotonic clock)
         self.last_stamp_at: tuple[float, float] | None = None  # (stamp s, monotonic s)
 
@@ -404,6 +405,7 @@ class DepthNode(Node):
     def _bad_input(self, kind: str, text: str) -> None:
         """A frame refused for its input: counted, shown in diagnostics, logged per kind."""
         self.stats.bad_input += 1
+        self.stats.last_bad_input = text
         self._warn(kind, text)
 
     def _admit(self, msg):
@@ -673,6 +675,7 @@ class DepthNode(Node):
             "scale_message": scale.message,
             "last_error": s.last_error if failing else "",
             "last_warning": s.last_warning,
+            "last_bad_input": s.last_bad_input,
         }
         transport_values, transport_problem = self._transport_diagnostics()
         values.update(transport_values)

@@ -59,3 +59,30 @@ def test_camera_of_another_size_skips_the_cloud_with_a_reason(estimator, rgb):
     result = proc.process(rgb, 0.0, camera=CAMERA.scaled(128, 96))
     assert result.metric is not None and result.points is None
     assert any("128x96" in note for note in result.notes)
+
+
+def test_an_all_invalid_metric_frame_says_why_it_is_empty(estimator, rgb):
+    proc = FrameProcessor(estimator, ProcessingConfig(fixed_scale=1.0, min_depth=50.0))
+    result = proc.process(rgb, 0.0, camera=CAMERA)
+    assert np.isnan(result.metric).all()
+    assert any(note.startswith("every metric pixel is invalid") and "min_depth 50" in note
+               for note in result.notes)
+
+
+@pytest.mark.parametrize("config, match", [
+    (ProcessingConfig(fixed_scale=1.0, fixed_shift=-10000.0), "all outside"),
+    (ProcessingConfig(fixed_scale=1.0, fixed_shift=0.5, max_depth=0.2), "all outside"),
+    (ProcessingConfig(fixed_scale=1.0, min_depth=5.0), "all outside"),
+])
+def test_fixed_map_conflict_names_a_map_that_leaves_no_valid_pixel(config, match):
+    from e2e_depth_ros.processing import fixed_map_conflict
+
+    assert match in fixed_map_conflict(config)
+
+
+def test_fixed_map_conflict_accepts_a_map_that_reaches_the_valid_depths():
+    from e2e_depth_ros.processing import fixed_map_conflict
+
+    assert fixed_map_conflict(ProcessingConfig(fixed_scale=4.0, fixed_shift=-1.0,
+                                               max_depth=10.0)) is None
+    assert fixed_map_conflict(ProcessingConfig(fixed_shift=-10000.0)) is None  # scale off
