@@ -147,3 +147,24 @@ def test_lidar_in_a_frame_without_transform_warns_and_relative_continues(rig, se
     assert rig.diagnostics[-1]["scale_status"].startswith("ERROR")
     assert stamp not in rig.stamps("depth/image")
     assert send_frame(rig, sequence, 1, lidar_frame="mystery")
+
+
+def test_lidar_on_a_plane_square_to_the_camera_is_refused_with_the_reason_and_no_flapping(
+        rig, sequence):
+    """Every LiDAR point at 3 m: scale is unobservable; never OK, never a 3.000 m image."""
+    camera = sequence.camera
+    v, u = np.mgrid[0:camera.height:2, 0:camera.width:2].astype(np.float64)
+    wall = np.stack([(u - camera.cx) * 3.0 / camera.fx, (v - camera.cy) * 3.0 / camera.fy,
+                     np.full_like(u, 3.0)], axis=-1).reshape(-1, 3)
+    statuses = []
+    for i in range(4):
+        frame = sequence.frames[i]
+        rig.send(frame.rgb, frame.stamp_ns, camera=camera, lidar=wall,
+                 lidar_frame="camera_optical")
+        assert rig.wait_for(lambda: frame.stamp_ns in rig.stamps("depth/relative"))
+        if rig.diagnostics:
+            statuses.append(rig.diagnostics[-1]["scale_status"])
+    diag = rig.diagnostics[-1] if rig.wait_for(lambda: rig.diagnostics, timeout=3) else {}
+    assert "scale unobservable" in diag["scale_message"], diag
+    assert "OK" not in statuses + [diag["scale_status"]]
+    assert not rig.stamps("depth/image")
