@@ -183,9 +183,9 @@ def fit_depth_to_lidar(
 
     Conditioning: scale is only observable when the inliers cover a range of depths. A wall
     square to the camera gives every point the same z, so any (scale, shift) with the right
-    sum fits, and the fit comes out nearly flat (scale ~ 0). The fit is refused when the
-    inliers' relative depth (5th to 95th percentile), mapped to meters by the fit, spans
-    less than ``min_depth_span`` (0.05: the far end at least 5 % beyond the near end).
+    sum fits, and the fit comes out nearly flat (scale ~ 0, every pixel at the wall's
+    depth). The fit is refused when the inliers' LiDAR depth (5th to 95th percentile)
+    spans less than ``min_depth_span`` (0.05: the far end at least 5 % beyond the near end).
     """
     _check_arguments(relative, points_cam, P)
     if min_points < 2 or iterations < 1 or inlier_threshold <= 0:
@@ -243,13 +243,12 @@ def _judge(rel: np.ndarray, z: np.ndarray, s: float, t: float, candidates: int, 
     if inliers < min_inlier_ratio * candidates:
         return _refused(f"inlier ratio {inliers / candidates:.2f} < {min_inlier_ratio}",
                         candidates, **values)
-    lo, hi = np.percentile(rel[mask], [5.0, 95.0])
-    near, far = s * lo + t, s * hi + t
-    if not near > 0 or far < near * (1.0 + min_depth_span):
-        return _refused(f"scale unobservable: the inliers' relative depth spans only "
-                        f"{hi - lo:.3g}, {near:.3g}..{far:.3g} m after the fit (need >= "
-                        f"{min_depth_span * 100:.3g} % of depth; one surface square to the "
-                        "camera?)", candidates, **values)
+    near, far = np.percentile(z[mask], [5.0, 95.0])
+    if far < near * (1.0 + min_depth_span):
+        return _refused(f"scale unobservable: the inliers span only {near:.4g}..{far:.4g} m "
+                        f"({(far / near - 1.0) * 100:.2g} % of depth, need >= "
+                        f"{min_depth_span * 100:.3g} %; one surface square to the camera?)",
+                        candidates, **values)
     return ScaleFit(True, s, t, inliers, rmse, candidates, "")
 
 
