@@ -125,6 +125,9 @@ PARAMETERS = {
                          False),
     "lidar_min_inlier_ratio": (0.3, _D, "Refuse fits with a lower inlier ratio", (0.0, 1.0),
                                False),
+    "lidar_min_depth_span": (0.05, _D, "Refuse fits whose inliers' LiDAR depth spans less "
+                             "than this fraction (scale unobservable, e.g. one wall)",
+                             (0.0, 10.0), False),
     "lidar_inlier_threshold": (0.05, _D, "Inlier if |fit - lidar| <= this * lidar depth",
                                (0.001, 1.0), False),
     "scale_smoothing": (0.3, _D, "EMA weight of a new scale fit", (0.01, 1.0), False),

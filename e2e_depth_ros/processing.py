@@ -28,6 +28,7 @@ class ProcessingConfig:
     lidar_min_points: int = 10
     lidar_min_inlier_ratio: float = 0.3
     lidar_inlier_threshold: float = 0.05
+    lidar_min_depth_span: float = 0.05  # inliers' 95th/5th percentile depth - 1, at least
     scale_smoothing: float = 0.3
     scale_max_jump: float = 0.5
     scale_hold_timeout: float = 2.0
@@ -177,6 +178,7 @@ class FrameProcessor:
                 min_range=cfg.lidar_min_range, min_points=cfg.lidar_min_points,
                 min_inlier_ratio=cfg.lidar_min_inlier_ratio,
                 inlier_threshold=cfg.lidar_inlier_threshold,
+                min_depth_span=cfg.lidar_min_depth_span,
             )
             result.scale_state = self.scale_filter.update(result.fit, stamp)
         else:

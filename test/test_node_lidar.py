@@ -177,3 +177,9 @@ def test_lidar_on_a_plane_square_to_the_camera_is_refused_with_the_reason_and_no
     assert "scale unobservable" in diag["scale_message"], diag
     assert "OK" not in statuses + [diag["scale_status"]]
     assert not rig.stamps("depth/image")
+    # The conditioning test is a run-time parameter: at 0 the flat fit goes through.
+    node = rig.node_under_test
+    assert node.set_parameters([Parameter("lidar_min_depth_span", value=0.0)])[0].successful
+    frame = sequence.frames[4]
+    rig.send(frame.rgb, frame.stamp_ns, camera=camera, lidar=wall, lidar_frame="camera_optical")
+    assert rig.wait_for(lambda: frame.stamp_ns in rig.stamps("depth/image"))
