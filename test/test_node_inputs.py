@@ -294,6 +294,17 @@ def test_an_input_outage_is_shown_on_the_clock(estimator, rigs):
     assert diag["_level"] == b"\x01" and float(diag["input_age_s"]) > 2.0
 
 
+def test_rates_of_a_2_hz_camera_read_2_hz_in_and_out(estimator, rigs):
+    rig = rigs(estimator)
+    start = time.monotonic()
+    for i in range(10):
+        rig.send(image(7), T0 + i * 5 * 10**8)
+        time.sleep(max(0.0, start + (i + 1) * 0.5 - time.monotonic()))
+    diag = rig.diagnostics[-1]
+    assert float(diag["input_rate_hz"]) == pytest.approx(2.0, abs=0.3), diag
+    assert float(diag["output_rate_hz"]) == pytest.approx(2.0, abs=0.3), diag
+
+
 def test_no_image_yet_is_not_shown_as_ok(estimator, rigs):
     diag = last_diag(rigs(estimator, fixed_scale=1.0), timeout=3)
     assert diag["_level"] == b"\x01" and "no image received yet" in diag["_message"]
