@@ -593,8 +593,8 @@ class DepthNode(Node):
                                                           "32FC1"))
                 pub["depth_info"].publish(camera_info)
             else:
-                self._warn("no camera_info matches the image stamp: depth/image is not "
-                           "published without its depth/camera_info")
+                self._warn("depth_without_info", "no usable camera_info for this stamp: "
+                           "depth/image is not published without its depth/camera_info")
         if result.points is not None and p["publish_points"]:
             pub["points"].publish(messages.build_pointcloud(
                 PointCloud2, PointField, header, result.points, rgb=result.points_rgb,

@@ -212,11 +212,12 @@ def test_bad_camera_info_is_counted_and_never_republished(estimator, rigs, chang
     rig.info_pub.publish(info)
     time.sleep(0.1)
     rig.send(image(4), T0)
-    assert rig.wait_for(lambda: rig.received["depth/image"])
+    assert rig.wait_for(lambda: rig.received["depth/relative"])
     diag = last_diag(rig, lambda d: d["frames_bad_input"] == "1")
     assert "refusing camera_info" in diag["last_bad_input"]
     time.sleep(0.3)
     assert not rig.received["depth/camera_info"] and not rig.received["points"]
+    assert not rig.received["depth/image"]  # it goes out only with its camera_info
 
 
 def test_four_different_bad_inputs_in_three_seconds_log_four_lines(estimator, rigs):
