@@ -5,10 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from e2e_depth_ros.errors import CheckpointError, InputImageError
-from e2e_depth_ros.estimator import Estimator
+
+pytestmark = pytest.mark.needs_torch
+torch = pytest.importorskip("torch")
+from e2e_depth_ros.estimator import Estimator  # noqa: E402 (needs torch)
 
 
 @pytest.fixture(scope="module")
