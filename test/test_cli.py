@@ -93,7 +93,7 @@ def test_unavailable_hub_models_exit_2_pointing_at_tiny_checkpoint(image_dir, tm
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("e2e-depth: error: ")
-    assert "tiny_checkpoint" in lines[0]
+    assert "`e2e-depth tiny-checkpoint DIR`" in lines[0]
     assert not (tmp_path / "out").exists()
 
 

@@ -88,8 +88,8 @@ def test_unreachable_hub_models_exit_2_with_one_sentence_on_how_to_run_offline(t
     assert "Traceback" not in done.stdout + done.stderr
     errors = done.stderr.strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith("demo: error: the published models")
-    for hint in ("tiny_checkpoint /tmp/tiny_depth --task depth",
-                 "--depth-model /tmp/tiny_depth --normals-model /tmp/tiny_normals", "--tiny"):
+    for hint in ("`bash run.sh demo --depth-model DIR --normals-model DIR`",
+                 "`bash run.sh demo --tiny`"):
         assert hint in errors[0]
 
 
