@@ -43,7 +43,7 @@ setup(
     maintainer_email="maintainers@e2e-depth-ros.invalid",
     description="ROS 2 node and tools for E2E-FT single-step diffusion depth and normals.",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    extras_require={"test": ["pytest"]},
     python_requires=">=3.10",
     entry_points={"console_scripts": CONSOLE + ([] if PIP_BUILD else ROS_EXECUTABLES)},
 )
