@@ -228,7 +228,7 @@ def test_unet_without_eight_input_channels_is_not_an_e2e_checkpoint(tiny_depth, 
 
 
 def test_unreachable_hub_id_says_how_to_use_a_local_checkpoint():
-    with pytest.raises(CheckpointError, match="tiny_checkpoint"):
+    with pytest.raises(CheckpointError, match="`e2e-depth tiny-checkpoint DIR`"):
         Estimator("GonzaloMG/marigold-e2e-ft-depth", None, device="cpu")
 
 
