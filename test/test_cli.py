@@ -238,6 +238,7 @@ def test_a_real_checkpoint_folder_is_not_taken_for_a_tiny_one(tiny_depth, tmp_pa
     assert not is_tiny_checkpoint("GonzaloMG/marigold-e2e-ft-depth")
 
 
+@pytest.mark.needs_torch
 def test_tiny_checkpoint_command_says_its_output_is_meaningless(tmp_path, capsys):
     assert cli.main(["tiny-checkpoint", str(tmp_path / "ck")]) == 0
     assert "MEANINGLESS" in capsys.readouterr().out
