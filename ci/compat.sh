@@ -57,12 +57,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want_stamp" ]; then
   "$python" -m venv "$venv"
   pip install --upgrade pip
   lowest > "$venv/lowest.txt"
+  # The test tools without flake8 (lint runs in the main suite; flake8 7.5 needs 3.11+).
+  grep -v '^flake8' requirements-test.txt > "$venv/test.txt"
   if [ "$leg" = jazzy ]; then
     pip install torch==2.13.0  # first: the local CPU wheel
-    pip install -r "ci/$leg.txt" -r requirements.txt -r requirements-test.txt \
+    pip install -r "ci/$leg.txt" -r requirements.txt -r "$venv/test.txt" \
       -c "$venv/lowest.txt"
   else
-    pip install -r "ci/$leg.txt" -r requirements-test.txt \
+    pip install -r "ci/$leg.txt" -r "$venv/test.txt" \
       "$(grep '^rosbags==' "$venv/lowest.txt")"
     # What a Humble robot's `pip install -r requirements.txt` would do: resolve the newest
     # versions for Python 3.10 next to the distro's numpy 1.21.5, never replacing it.
