@@ -52,7 +52,8 @@ def test_runtime_modules_import_without_torch_or_diffusers():
 def test_node_with_an_injected_estimator_publishes_every_output_without_torch():
     namespace = f"/w{os.getpid()}_{next(_namespaces)}"
     estimator = GreyEstimator()
-    params = {"processing_resolution": 0, "fixed_scale": 2.0, "fixed_shift": 0.5}
+    params = {"processing_resolution": 0, "fixed_scale": 2.0, "fixed_shift": 0.5,
+              "publish_depth_mm": True}  # every output, the opt-in one too
     node = DepthNode(estimator=estimator, namespace=namespace,
                      parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     rig = Rig(node, namespace)
