@@ -3,7 +3,8 @@
 #   bash run.sh demo [demo args]   set up .venv, then run the node on the bundled sequence
 #   bash run.sh test [pytest args] set up .venv, then run the whole test suite + flake8
 #   bash run.sh setup              only set up .venv
-# Set-up is idempotent: it reinstalls only when a requirements file changed.
+# Set-up is idempotent: it reinstalls only when a requirements file changed. In a shell,
+# `. .venv/bin/activate` afterwards puts `e2e-depth` on PATH.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
@@ -14,14 +15,17 @@ setup() {
     "$PYTHON" -m venv "$VENV"
   fi
   local stamp="$VENV/.e2e_depth_ros-installed"
+  # Exact pins of this repository's environment (requirements.txt holds a robot's ranges);
+  # requirements-backends.txt, when present, adds the optional inference backends.
+  local files=(requirements-lock.txt requirements-ros.txt requirements-test.txt)
+  [ -f requirements-backends.txt ] && files+=(requirements-backends.txt)
   local want
-  want=$(cat requirements.txt requirements-ros.txt requirements-test.txt setup.py | sha256sum)
+  want=$(cat "${files[@]}" setup.py | sha256sum)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     # torch first and pinned: the local CPU wheel; anything else pulls a CUDA build.
-    "$VENV/bin/python" -m pip install --quiet "$(grep -E '^torch==' requirements.txt)"
-    "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-ros.txt \
-      -r requirements-test.txt
+    "$VENV/bin/python" -m pip install --quiet "$(grep -E '^torch==' requirements-lock.txt)"
+    "$VENV/bin/python" -m pip install --quiet "${files[@]/#/--requirement=}"
     "$VENV/bin/python" -m pip install --quiet --no-deps -e .
     echo "$want" > "$stamp"
   fi

@@ -1,10 +1,21 @@
 """ament_python build of e2e_depth_ros; also installs with plain pip into a virtual environment."""
 
+import sys
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "e2e_depth_ros"
+# One command on a user's PATH: ``e2e-depth predict|evaluate|demo|tiny-checkpoint``.
+CONSOLE = ["e2e-depth = e2e_depth_ros.cli:main"]
+# ``ros2 run e2e_depth_ros <name>`` executables. colcon's ament_python build runs setup.py
+# directly and setup.cfg puts scripts in lib/e2e_depth_ros (off PATH); a pip wheel would put
+# them in the environment's bin/, so pip builds (PEP 517 wheels) get only CONSOLE.
+ROS_EXECUTABLES = [
+    "depth_node = e2e_depth_ros.node:main",
+    "evaluate = e2e_depth_ros.evaluate:main",
+]
+PIP_BUILD = bool({"bdist_wheel", "editable_wheel", "dist_info"} & set(sys.argv[1:]))
 
 setup(
     name=PACKAGE,
@@ -17,7 +28,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
-    # torch and friends come from requirements.txt (pip), never from rosdep.
+    # On robots numpy and OpenCV come from rosdep (package.xml), torch and diffusers from
+    # requirements.txt (pip); see README.
     install_requires=["setuptools", "numpy"],
     # Optional backends (docs/backends.md); pins in requirements-backends.txt.
     extras_require={
@@ -25,20 +37,13 @@ setup(
         "onnxruntime": ["onnxruntime>=1.17", "onnx>=1.15"],
         "export": ["onnx>=1.15", "openvino>=2024.0"],
         "backends": ["openvino>=2024.0", "onnxruntime>=1.17", "onnx>=1.15"],
+        "test": ["pytest"],
     },
     zip_safe=True,
     maintainer="e2e_depth_ros maintainers",
     maintainer_email="maintainers@e2e-depth-ros.invalid",
     description="ROS 2 node and tools for E2E-FT single-step diffusion depth and normals.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     python_requires=">=3.10",
-    entry_points={
-        "console_scripts": [
-            "e2e-depth = e2e_depth_ros.cli:main",
-            "depth_node = e2e_depth_ros.node:main",
-            "evaluate = e2e_depth_ros.evaluate:main",
-            "demo = e2e_depth_ros.demo:main",
-        ],
-    },
+    entry_points={"console_scripts": CONSOLE + ([] if PIP_BUILD else ROS_EXECUTABLES)},
 )

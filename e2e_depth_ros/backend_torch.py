@@ -123,7 +123,7 @@ def _load_component(loader, source: str, subfolder: str, is_local: bool, **kwarg
         raise CheckpointError(
             f"could not load {source!r} from the Hugging Face Hub ({type(err).__name__}); "
             "pass a local checkpoint folder instead, or make a random-weight test one with "
-            "`python -m e2e_depth_ros.tiny_checkpoint DIR`"
+            "`e2e-depth tiny-checkpoint DIR`"
         ) from err
 
 

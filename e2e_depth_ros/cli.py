@@ -1,7 +1,9 @@
-"""``e2e-depth``: depth and normals for image files from the command line.
+"""``e2e-depth``: the package's one console command.
 
     e2e-depth predict IMG_OR_DIR --out DIR [--depth-model M] [--normals-model M]
                       [--max-pixels N]
+    e2e-depth evaluate BAG --image-topic T ... --out DIR     (e2e_depth_ros.evaluate)
+    e2e-depth demo [--tiny | --depth-model M --normals-model M]  (e2e_depth_ros.demo)
     e2e-depth tiny-checkpoint OUT --task depth|normals [--seed N] [--size tiny|mid|real]
     e2e-depth export CKPT OUT --format onnx|openvino [--size HxW | --dynamic]
 
@@ -15,6 +17,7 @@ exits with code 1 when any input failed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import struct
 import sys
 from collections import Counter
@@ -25,6 +28,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 50_000_000  # a 48 MP phone photo fits; 20000 x 20000 does not
 MIN_SIDE = 8  # estimator.MIN_SIDE (one latent pixel); literal so --help stays light
 EXIT_SOME_FAILED = 1
+# Subcommands whose own module parses the rest of the line: name -> (module with
+# ``main(argv) -> int``, one-line help).
+MODULE_COMMANDS = {
+    "evaluate": ("e2e_depth_ros.evaluate", "replay a rosbag2 through the node's pipeline "
+                 "and score it"),
+    "demo": ("e2e_depth_ros.demo", "run the node on the bundled sample sequence and report"),
+    "export": ("e2e_depth_ros.export", "export a checkpoint to ONNX or OpenVINO"),
+}
 
 
 class UsageError(Exception):
@@ -334,20 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="same seed -> shared VAE between depth and normals")
     tiny.add_argument("--size", choices=["tiny", "mid", "real"], default="tiny")
     tiny.set_defaults(func=cmd_tiny_checkpoint)
-
-    # Handled by e2e_depth_ros.export.main (see main below); listed here for --help.
-    sub.add_parser("export", add_help=False,
-                   help="export a checkpoint to ONNX or OpenVINO (e2e-depth export --help)")
+    for name, (module, text) in MODULE_COMMANDS.items():  # listed here, parsed by main()
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``e2e-depth`` console script; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["export"]:
-        from e2e_depth_ros.export import main as export_main
-
-        return export_main(argv[1:])
+    if argv and argv[0] in MODULE_COMMANDS:
+        return importlib.import_module(MODULE_COMMANDS[argv[0]][0]).main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from e2e_depth_ros.errors import E2EDepthError

@@ -318,12 +318,9 @@ def startup_failure(node: NodeProcess, settings: NodeSettings) -> DemoError:
     if hub and ("Hub" in reason or "hub" in reason):
         return DemoError(
             f"the published models ({', '.join(hub)}) could not be loaded (no network or hub "
-            "access?); run the demo with local checkpoint folders (demo --depth-model DIR "
-            "--normals-model DIR), or with tiny random-weight ones: `python -m "
-            "e2e_depth_ros.tiny_checkpoint /tmp/tiny_depth --task depth && python -m "
-            "e2e_depth_ros.tiny_checkpoint /tmp/tiny_normals --task normals` then `demo "
-            "--depth-model /tmp/tiny_depth --normals-model /tmp/tiny_normals`, or simply "
-            f"`demo --tiny` (meaningless weights; node log: {node.log_path})")
+            "access?); run the demo with local checkpoint folders (`bash run.sh demo "
+            "--depth-model DIR --normals-model DIR`) or with tiny random-weight ones "
+            f"(`bash run.sh demo --tiny`: meaningless weights; node log: {node.log_path})")
     return DemoError(f"the node could not start: {reason} (node log: {node.log_path})")
 
 

@@ -129,7 +129,18 @@ def _put_field(cloud: np.ndarray, offset: int, values: np.ndarray) -> None:
     item = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
     item = item.reshape(cloud.shape[0], -1).view(np.uint8)
     size = item.shape[1]
-    cloud[:, offset:offset + size].view(f"V{size}")[...] = item.view(f"V{size}")
+    target = _strided(cloud, f"V{size}", (cloud.shape[0],), (cloud.shape[1],), offset)
+    target[...] = item.view(f"V{size}")[:, 0]
+
+
+def _strided(buf: np.ndarray, dtype: Any, shape: tuple, strides: tuple,
+             offset: int = 0) -> np.ndarray:
+    """A view of the C-contiguous ``buf`` with its own dtype, shape and strides.
+
+    ``buf[:, a:b].view(dtype)`` needs numpy >= 1.23 when the itemsize changes; this works on
+    Humble's numpy 1.21 too, and numpy checks that the view stays inside ``buf``.
+    """
+    return np.ndarray(shape, dtype=dtype, buffer=buf, offset=offset, strides=strides)
 
 
 def _pixels(msg: Any) -> tuple[np.ndarray, Encoding]:
@@ -150,8 +161,9 @@ def _pixels(msg: Any) -> tuple[np.ndarray, Encoding]:
         raise MessageError(f"{msg.encoding} image {width}x{height} with step {step} needs "
                            f"{step * height} bytes of data, got {buf.size}")
     wire = enc.dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
-    pixels = rows.view(wire).reshape(height, width, enc.channels)
+    size = wire.itemsize
+    pixels = _strided(buf, wire, (height, width, enc.channels),
+                      (step, enc.channels * size, size))
     return pixels.astype(enc.dtype, order="C", copy=True), enc
 
 
@@ -439,8 +451,7 @@ def pointcloud_to_xyz(msg: Any) -> np.ndarray:
         "offsets": [int(by_name[n].offset) for n in "xyz"],
         "itemsize": point_step,
     })
-    rows = buf[: row_step * height].reshape(height, row_step)[:, : point_step * width]
-    records = rows.view(point).reshape(-1)
+    records = _strided(buf, point, (height, width), (row_step, point_step)).reshape(-1)
     xyz = np.empty((records.size, 3), dtype=np.float32)
     for i, n in enumerate("xyz"):
         xyz[:, i] = records[n]

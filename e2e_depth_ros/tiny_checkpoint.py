@@ -93,9 +93,11 @@ def _write_tokenizer(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     chars = _byte_vocab()
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    tokenizer = CLIPTokenizer(
-        vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=77
-    )
+    # Files, not constructor arguments: transformers 4 takes file paths, 5 takes dicts.
+    (folder / "vocab.json").write_text(
+        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=77)
     tokenizer.save_pretrained(folder)
     return len(tokens)
 

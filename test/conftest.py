@@ -10,6 +10,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+# Fixtures that build tiny diffusers checkpoints: a test using them needs torch even when it
+# forgets its ``needs_torch`` mark, so the torch-free (Humble) leg deselects it too.
+_TORCH_FIXTURES = {"tiny_depth", "tiny_normals"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _TORCH_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_torch)
+
 
 @pytest.fixture(scope="session")
 def tiny_depth(tmp_path_factory) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -21,6 +22,14 @@ from e2e_depth_ros.outputs import rclpy_types
 
 OUTPUTS = {output.topic: rclpy_types()[output.msgtype] for output in outputs.OUTPUTS}
 _names = itertools.count()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What ``Estimator.predict`` returns, for fake estimators: no torch import (Humble leg)."""
+
+    depth: np.ndarray | None
+    normals: np.ndarray | None
 
 
 class EstimatorProxy:

@@ -42,6 +42,7 @@ def read_stamps(bag) -> dict[str, list[int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.needs_torch
 def test_tiny_demo_runs_end_to_end_and_records_outputs_with_the_sample_headers(tmp_path):
     out = tmp_path / "demo"
     # A fixed scale makes every frame metric with random tiny weights (a LiDAR fit to them
@@ -79,6 +80,7 @@ def test_tiny_demo_runs_end_to_end_and_records_outputs_with_the_sample_headers(t
     assert "AbsRel" in done.stdout and "frames received 4, processed 4" in done.stdout
 
 
+@pytest.mark.needs_torch
 def test_unreachable_hub_models_exit_2_with_one_sentence_on_how_to_run_offline(tmp_path):
     done = run_demo("--out", str(tmp_path / "demo"), "--frames", "1", "--width", "32",
                     "--height", "24", "--device", "cpu", env_extra={"HF_HUB_OFFLINE": "1"})
@@ -86,8 +88,8 @@ def test_unreachable_hub_models_exit_2_with_one_sentence_on_how_to_run_offline(t
     assert "Traceback" not in done.stdout + done.stderr
     errors = done.stderr.strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith("demo: error: the published models")
-    for hint in ("tiny_checkpoint /tmp/tiny_depth --task depth",
-                 "--depth-model /tmp/tiny_depth --normals-model /tmp/tiny_normals", "--tiny"):
+    for hint in ("`bash run.sh demo --depth-model DIR --normals-model DIR`",
+                 "`bash run.sh demo --tiny`"):
         assert hint in errors[0]
 
 

@@ -5,10 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from e2e_depth_ros.errors import CheckpointError, InputImageError
-from e2e_depth_ros.estimator import Estimator
+
+pytestmark = pytest.mark.needs_torch
+torch = pytest.importorskip("torch")
+from e2e_depth_ros.estimator import Estimator  # noqa: E402 (needs torch)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +228,7 @@ def test_unet_without_eight_input_channels_is_not_an_e2e_checkpoint(tiny_depth, 
 
 
 def test_unreachable_hub_id_says_how_to_use_a_local_checkpoint():
-    with pytest.raises(CheckpointError, match="tiny_checkpoint"):
+    with pytest.raises(CheckpointError, match="`e2e-depth tiny-checkpoint DIR`"):
         Estimator("GonzaloMG/marigold-e2e-ft-depth", None, device="cpu")
 
 

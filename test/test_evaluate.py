@@ -110,6 +110,7 @@ class GroundTruthDepth:
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.needs_torch
 def test_model_run_scores_writes_node_outputs_with_input_headers_and_a_report(
         storage, bags, tiny_depth, tiny_normals, tmp_path, capsys, monkeypatch):
     factory = evaluate._estimator_factory
@@ -305,6 +306,7 @@ def test_nonexistent_path_is_one_line(tmp_path, capsys):
                   str(missing), "no such bag")
 
 
+@pytest.mark.needs_torch
 def test_model_that_cannot_load_is_one_line_after_the_bag_checks(bags, tmp_path, capsys):
     _expect_error(capsys, [str(bags["mcap"]), *TOPIC_ARGS, *NO_MODEL, "--out", str(tmp_path)],
                   "/nonexistent/checkpoint")

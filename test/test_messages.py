@@ -120,9 +120,19 @@ def sample_pixels(encoding: str) -> tuple[np.ndarray, np.ndarray | None]:
         return np.ascontiguousarray(pixels), shown
     # YUV 4:2:2: pixel pairs share chroma, so a picture with equal pairs survives the trip.
     smooth = np.repeat(rgb[:, ::2], 2, axis=1)
-    uyvy = encoding in ("yuv422", "uyvy")
-    code = cv2.COLOR_RGB2YUV_UYVY if uyvy else cv2.COLOR_RGB2YUV_YUYV
-    return cv2.cvtColor(smooth, code), smooth
+    return yuv422(smooth, uyvy=encoding in ("yuv422", "uyvy")), smooth
+
+
+def yuv422(rgb, *, uyvy):
+    """(H, W, 2) packed 4:2:2 of ``rgb`` (equal pixel pairs), BT.601 limited range as OpenCV's
+    decoders read it; OpenCV < 4.7 (Humble's 4.5) has no RGB -> 4:2:2 encoder."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0
+    v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0
+    y, u, v = (np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in (y, u, v))
+    chroma = np.where(np.arange(rgb.shape[1]) % 2 == 0, u, v)  # U for even x, V for odd x
+    return np.stack([chroma, y] if uyvy else [y, chroma], axis=-1)
 
 
 def image_cases():

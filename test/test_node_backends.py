@@ -7,7 +7,6 @@ import sys
 import pytest
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.estimator import Estimator
 from e2e_depth_ros.node import DepthNode, PARAMETERS
 from rig import Rig
 
@@ -21,6 +20,8 @@ def test_backend_and_precision_are_read_only_parameters_with_descriptions():
 
 
 def test_diagnostics_show_the_backend_and_the_resolved_precision(tiny_depth):
+    from e2e_depth_ros.estimator import Estimator  # needs torch: not at collection time
+
     est = Estimator(tiny_depth, None, device="cpu", processing_resolution=0,
                     precision="fp32")
     namespace = f"/backends{os.getpid()}"

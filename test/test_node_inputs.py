@@ -12,7 +12,6 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 
-from e2e_depth_ros.estimator import Estimator
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
 from rig import EstimatorProxy, Rig, camera_info, header
@@ -21,11 +20,13 @@ CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 T0 = 1_700_000_000_000_000_000
 _namespaces = itertools.count()
 
-pytestmark = pytest.mark.usefixtures("ros")
+pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]
 
 
 @pytest.fixture(scope="module")
 def estimator(tiny_depth, tiny_normals):
+    from e2e_depth_ros.estimator import Estimator
+
     return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
 
 

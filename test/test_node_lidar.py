@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.estimator import Prediction
 from e2e_depth_ros.node import DepthNode
 from e2e_depth_ros.synthetic import make_sequence
-from rig import Rig
+from rig import Prediction, Rig
 
 SCALE, SHIFT = 4.0, 0.5  # true depth = SCALE * relative + SHIFT
 _namespaces = itertools.count()

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.estimator import Estimator
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
 from rig import Rig, camera_info
 
-pytestmark = pytest.mark.usefixtures("ros")
+pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]
 T0 = 1_700_000_000_000_000_000
 CAMERA = PinholeCamera(fx=50.0, fy=46.0, cx=30.0, cy=25.0, width=64, height=48)
 _namespaces = itertools.count()
@@ -20,6 +19,8 @@ _namespaces = itertools.count()
 
 @pytest.fixture
 def rig(tiny_depth):
+    from e2e_depth_ros.estimator import Estimator
+
     estimator = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
     namespace = f"/pairs{os.getpid()}_{next(_namespaces)}"
     params = {"processing_resolution": 0, "fixed_scale": 2.0, "fixed_shift": 0.5}

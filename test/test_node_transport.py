@@ -18,7 +18,6 @@ import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.estimator import Estimator
 from e2e_depth_ros.node import DepthNode
 
 CAMERA_PROCESS = Path(__file__).resolve().parent / "camera_process.py"
@@ -30,6 +29,8 @@ pytestmark = pytest.mark.usefixtures("ros")
 
 @pytest.fixture(scope="module")
 def estimator(tiny_depth):
+    from e2e_depth_ros.estimator import Estimator  # needs torch: not at collection time
+
     return Estimator(tiny_depth, None, device="cpu", processing_resolution=64)
 
 

@@ -3,16 +3,18 @@
 import numpy as np
 import pytest
 
-from e2e_depth_ros.estimator import Estimator
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.processing import Frame, FrameProcessor, Needs, ProcessingConfig
 from e2e_depth_ros.scale import ScaleFit
 
+pytestmark = pytest.mark.needs_torch
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 
 
 @pytest.fixture(scope="module")
 def estimator(tiny_depth, tiny_normals):
+    from e2e_depth_ros.estimator import Estimator
+
     return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
 
 
