@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compatibility legs: the package on a ROS distro's Python, numpy and OpenCV, each in its own
-# virtual environment under .cache/compat-<leg> (created here; pip's cache in .cache/pip).
+# virtual environment under .cache/compat-<leg> (created here).
 #
 #   bash ci/compat.sh jazzy [pytest args]   Python 3.11, Jazzy's ROS wheels, numpy 1.26.4,
 #       OpenCV 4.6, and the LOWEST diffusers/transformers/safetensors/huggingface_hub/rosbags
@@ -40,7 +40,6 @@ fi
 # DDS discovery never leaves this machine; callers may pick their own domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}"
-export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$PWD/.cache/pip}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 venv=".cache/compat-$leg"
 pip() { "$venv/bin/python" -m pip --quiet "$@"; }

@@ -83,6 +83,10 @@ class MatchedSubscription:
         self.choice = choice
         return choice
 
+    def publisher_count(self) -> int:
+        """Publishers the current subscription has matched (0 while none or re-subscribing)."""
+        return self._subscription.get_publisher_count() if self._subscription else 0
+
     def describe(self) -> str:
         """One line for the diagnostics: the QoS in use and why."""
         choice = self.choice

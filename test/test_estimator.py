@@ -275,9 +275,12 @@ def test_normals_equal_negated_diffusers_marigold_normals_when_processing_resolu
     _round_resized_input_to_uint8_levels(pipe, monkeypatch)
     reference = _run_marigold(pipe, image, processing_resolution=32)
     ours = resized.predict(image).normals
-    # Dividing by the norm amplifies float noise where the decoded vector is short: 7e-3 seen
-    # here; nearest-neighbour resizes differ by ~2.
-    np.testing.assert_allclose(ours, -reference, atol=1e-2)
+    # Dividing by the norm amplifies float noise where the decoded vector is short: up to 1.1e-2
+    # on single values (diffusers 0.29 as the reference), while nearest-neighbour resizes differ
+    # by ~2. So bound the worst value loosely and the mean tightly.
+    error = np.abs(ours + reference)
+    assert error.max() < 3e-2, error.max()
+    assert error.mean() < 1e-3, error.mean()
 
 
 def test_vae_gets_a_contiguous_nchw_tensor_at_native_size(both, image):

@@ -64,10 +64,14 @@ def run_camera(topic, *args):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def stream(camera, node_ready):
+def stream(camera, image_input, node_ready):
     """Wait for discovery and the node's re-subscription, then let the camera publish."""
     assert camera.stdout.readline().strip() == "matched", "camera saw no subscriber"
     assert wait_for(node_ready), "the node did not match the camera's QoS"
+    # The re-created subscription must be discovered by the camera's writer too before
+    # frames count: wait for the match, then give the writer's side a moment (SEDP).
+    assert wait_for(lambda: image_input.publisher_count() > 0), "no publisher matched"
+    time.sleep(0.5)
     camera.stdin.write("go\n")
     camera.stdin.flush()
     assert camera.stdout.readline().strip() == "done"
@@ -93,7 +97,8 @@ def test_reliable_camera_in_another_process_reaches_the_node_at_640x480(spun):
     camera = run_camera(f"{spun_node.namespace}/image", "--reliability", "reliable",
                         "--count", "30", "--rate", "10")
     try:
-        stream(camera, lambda: node._inputs["image"].choice.reliability == "reliable")
+        image_input = node._inputs["image"]
+        stream(camera, image_input, lambda: image_input.choice.reliability == "reliable")
     finally:
         camera.kill() if camera.poll() is None else None
     assert wait_for(lambda: node.stats.received >= 30, timeout=5.0)
@@ -112,7 +117,8 @@ def test_frames_missing_from_the_stamps_show_as_loss_in_diagnostics(spun):
                         "--count", "30", "--rate", "20", "--drop-every", "3",
                         "--width", "64", "--height", "48")
     try:
-        stream(camera, lambda: node._inputs["image"].choice.reliability == "reliable")
+        image_input = node._inputs["image"]
+        stream(camera, image_input, lambda: image_input.choice.reliability == "reliable")
     finally:
         camera.kill() if camera.poll() is None else None
     assert wait_for(lambda: node.stats.received >= 20, timeout=5.0)
@@ -146,7 +152,8 @@ def test_input_qos_follows_the_publishers_when_they_change(spun):
     camera = run_camera(f"{spun_node.namespace}/image", "--reliability", "best_effort",
                         "--count", "1", "--width", "64", "--height", "48")
     try:  # the camera leaves cleanly, so its participant is gone at once, not after a lease
-        stream(camera, lambda: "1 best-effort publisher" in node._inputs["image"].choice
+        image_input = node._inputs["image"]
+        stream(camera, image_input, lambda: "1 best-effort publisher" in image_input.choice
                .message)
     finally:
         camera.kill() if camera.poll() is None else None
@@ -154,7 +161,8 @@ def test_input_qos_follows_the_publishers_when_they_change(spun):
     camera = run_camera(f"{spun_node.namespace}/image", "--reliability", "reliable",
                         "--count", "1", "--width", "64", "--height", "48")
     try:
-        stream(camera, lambda: node._inputs["image"].choice.reliability == "reliable")
+        image_input = node._inputs["image"]
+        stream(camera, image_input, lambda: image_input.choice.reliability == "reliable")
     finally:
         camera.kill() if camera.poll() is None else None
     assert node.stats.received >= 1
@@ -181,11 +189,13 @@ def test_best_effort_camera_using_the_shipped_profile_reaches_the_node_at_640x48
     spun_node = spun()
     node = spun_node.node
     profile = str(ROOT / "config" / "fastdds_large_data.xml")
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", profile)  # the camera's process only
+    # The camera's process only; Fast DDS 2 (Jazzy) and 3 (Kilted) read different names.
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", profile)
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", profile)
     camera = run_camera(f"{spun_node.namespace}/image", "--reliability", "best_effort",
                         "--count", "30", "--rate", "10")
     try:
-        stream(camera, lambda: node._inputs["image"].choice.message ==
+        stream(camera, node._inputs["image"], lambda: node._inputs["image"].choice.message ==
                "auto: best-effort, matching 1 best-effort publisher")
     finally:
         camera.kill() if camera.poll() is None else None
