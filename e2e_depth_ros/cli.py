@@ -28,7 +28,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 50_000_000  # a 48 MP phone photo fits; 20000 x 20000 does not
 MIN_SIDE = 8  # estimator.MIN_SIDE (one latent pixel); literal so --help stays light
 EXIT_SOME_FAILED = 1
-_DISABLED = ("", "none")
 # Subcommands whose own module parses the rest of the line: name -> (module with
 # ``main(argv) -> int``, one-line help).
 MODULE_COMMANDS = {
@@ -49,7 +48,9 @@ class ImageFileError(Exception):
 
 def _model_arg(value: str) -> str | None:
     """A model argument; "" or "none" (any case) disables that model."""
-    return None if value.strip().lower() in _DISABLED else value
+    from e2e_depth_ros.model_args import model_or_none
+
+    return model_or_none(value)
 
 
 def _list_images(source: Path) -> list[Path]:

@@ -216,9 +216,9 @@ def lidar_extrinsic(bag: Path, topics: BagTopics, sample: bool
 def prepare_models(args: argparse.Namespace, out: Path) -> tuple[str, str | None]:
     """Model arguments for the node; ``--tiny`` writes random-weight ones to DIR/checkpoints."""
     if not args.tiny:
-        normals = None if args.normals_model.strip().lower() in ("", "none") else \
-            args.normals_model
-        return args.depth_model, normals
+        from e2e_depth_ros.model_args import model_or_none
+
+        return args.depth_model, model_or_none(args.normals_model)
     from e2e_depth_ros.estimator import quiet_model_libraries
     from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
 

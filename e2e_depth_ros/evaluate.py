@@ -34,6 +34,7 @@ from e2e_depth_ros.bag_io import (CAMERA_INFO, COMPRESSED, IMAGE, POINTCLOUD,  #
                                   bag_read_errors, check_topics, fetch_message, index_bag,
                                   open_reader)
 from e2e_depth_ros.errors import BagError, E2EDepthError, MessageError
+from e2e_depth_ros.model_args import model_or_none
 from e2e_depth_ros.report import (REPORT_FILES, Sample,  # noqa: F401 (re-exported)
                                   render_report, summary_lines, write_outputs)
 
@@ -793,7 +794,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 def _model_choice(value: str | None, default: str | None) -> str | None:
     if value is None:
         return default
-    return None if value.strip().lower() in ("", "none") else value
+    return model_or_none(value)
 
 
 def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:

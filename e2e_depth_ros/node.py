@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -28,24 +29,27 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from e2e_depth_ros import messages
+from e2e_depth_ros import input_checks, messages
 from e2e_depth_ros.depth_model import DepthModel
 from e2e_depth_ros.errors import E2EDepthError
 from e2e_depth_ros.geometry import quaternion_to_matrix, transform_points
 from e2e_depth_ros.matched_subscription import MatchedSubscription
+from e2e_depth_ros.model_args import model_or_none, task_mismatch
 from e2e_depth_ros.outputs import (BY_KEY, OUTPUTS, Output, enable_parameters, needs_for,
                                    rclpy_types)
 from e2e_depth_ros.multicam import CameraSlots, camera_topic, validate_cameras
-from e2e_depth_ros.processing import Frame, FrameProcessor, ProcessingConfig
+from e2e_depth_ros.processing import (Frame, FrameProcessor, ProcessingConfig,
+                                      fixed_map_conflict)
 from e2e_depth_ros.qos import MODES as INPUT_QOS_MODES
-from e2e_depth_ros.stamp_rate import StampRateEstimator
-from e2e_depth_ros.sync import StampBuffer, stamp_to_ns
+from e2e_depth_ros.stream import Job, Stats, Stream
+from e2e_depth_ros.sync import stamp_to_ns
 
 try:  # tf2 is used when a ROS install provides it; static extrinsics otherwise
     import tf2_ros
@@ -53,7 +57,8 @@ except ImportError:  # pragma: no cover - depends on the installation
     tf2_ros = None
 
 NODE_NAME = "e2e_depth_node"
-THROTTLE_S = 5.0
+THROTTLE_S = 5.0  # per kind of problem
+NAME_CHECK_DELAY_S = 1.0  # discovery time before looking for a namesake on the graph
 # Inputs: reliability matched to the publishers (input_qos); keep last 1 image (newest frame
 # only), 5 camera_info / LiDAR messages (paired by stamp).
 IMAGE_DEPTH, SENSOR_DEPTH = 1, 5
@@ -67,10 +72,11 @@ _DA = ParameterType.PARAMETER_DOUBLE_ARRAY
 # name: (default, type, description, range or None, read_only)
 PARAMETERS = {
     "depth_model": ("GonzaloMG/marigold-e2e-ft-depth", _S,
-                    "Depth checkpoint: hub id or local folder; empty disables depth", None, True),
+                    "Depth checkpoint: hub id or local folder; empty or none disables depth",
+                    None, True),
     "normals_model": ("GonzaloMG/marigold-e2e-ft-normals", _S,
-                      "Normals checkpoint: hub id or local folder; empty disables normals",
-                      None, True),
+                      "Normals checkpoint: hub id or local folder; empty or none disables "
+                      "normals", None, True),
     "normals_convention": ("e2e_ft", _S,
                            "Frame of the normals model's output: e2e_ft or marigold", None, True),
     "device": ("auto", _S, "auto, cpu, cuda or cuda:N", None, True),
@@ -87,8 +93,13 @@ PARAMETERS = {
     "input_qos": ("auto", _S, "Reliability of the image, camera_info and LiDAR subscriptions: "
                   "auto (match the publishers), reliable, best_effort or sensor_data", None,
                   False),
-    "processing_resolution": (768, _I, "Longer image side the model runs at; 0 = native",
-                              (0, 4096), False),
+    "processing_resolution": (768, _I, "Longer image side the model runs at: 0 (native) or "
+                              f"{input_checks.MIN_PROCESSING_RESOLUTION}.."
+                              f"{input_checks.MAX_PROCESSING_RESOLUTION}",
+                              (0, input_checks.MAX_PROCESSING_RESOLUTION), False),
+    "max_input_pixels": (input_checks.DEFAULT_MAX_INPUT_PIXELS, _I, "Images with more pixels "
+                         "(width x height, read from the header before decoding) are refused",
+                         (64, 1 << 30), False),
     **{name: (default, _B, description, None, False)  # publish_*: one per output kind
        for name, (default, description) in enable_parameters().items()},
     "max_batch": (4, _I, "Most cameras whose newest frames run through the model together; "
@@ -119,6 +130,9 @@ PARAMETERS = {
                          False),
     "lidar_min_inlier_ratio": (0.3, _D, "Refuse fits with a lower inlier ratio", (0.0, 1.0),
                                False),
+    "lidar_min_depth_span": (0.05, _D, "Refuse fits whose inliers' LiDAR depth spans less "
+                             "than this fraction (scale unobservable, e.g. one wall)",
+                             (0.0, 10.0), False),
     "lidar_inlier_threshold": (0.05, _D, "Inlier if |fit - lidar| <= this * lidar depth",
                                (0.001, 1.0), False),
     "scale_smoothing": (0.3, _D, "EMA weight of a new scale fit", (0.01, 1.0), False),
@@ -151,7 +165,11 @@ def _descriptor(name: str, kind: int, description: str, bounds, read_only: bool)
 
 
 def validate_parameter(name: str, value) -> str | None:
-    """Why a run-time value is refused (ranges are checked by rclpy), or None."""
+    """Why a value is refused (ranges are checked by rclpy), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number, got {value}"
+    if name == "processing_resolution":
+        return input_checks.processing_resolution_problem(value)
     if name == "lidar_extrinsic_translation" and (len(value) != 3 or
                                                   not all(map(math.isfinite, value))):
         return "lidar_extrinsic_translation needs 3 finite numbers [x, y, z]"
@@ -163,56 +181,42 @@ def validate_parameter(name: str, value) -> str | None:
     return None
 
 
-class Stats:
-    """Counters the diagnostics report; written by the worker, read by the timer."""
+def validate_parameters(params: dict) -> str | None:
+    """Why a whole parameter set is refused (each value, then pairs that conflict), or None.
 
-    def __init__(self) -> None:
-        self.received = self.processed = self.failed = self.bad_input = self.idle = 0
-        self.latency = float("nan")
-        self.inference = float("nan")  # seconds of the model call (shared by its batch)
-        self.overhead = float("nan")  # seconds per frame spent outside the model
-        self.batch_size = 0  # frames in this camera's last model call
-        self.last_error = ""
-        self.last_warning = ""
-
-
-class Stream:
-    """One camera inside the node: its inputs' buffers and checks, publishers and counters.
-
-    ``name`` "" is the single-camera node (today's topics); otherwise every topic of this
-    camera is ``<name>/<topic>``, relative, so namespaces and remapping still apply.
+    Run-time changes are judged together with the values already set, so a conflict made
+    by two separate requests is caught by the second.
     """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.stats = Stats()
-        self.last_stamp_ns: int | None = None
-        self.camera_infos: StampBuffer = StampBuffer(size=30)
-        self.clouds: StampBuffer = StampBuffer(size=10)
-        self.stamp_rate = StampRateEstimator(window=100)
-        self.inputs: dict[str, MatchedSubscription] = {}
-        self.pub: dict[str, Any] = {}
-        self.window = (time.monotonic(), 0, 0)  # (monotonic s, received, processed)
-
-    def topic(self, relative: str) -> str:
-        return camera_topic(self.name, relative)
-
-    def say(self, text: str) -> str:
-        """A log line that names the camera when the node has several."""
-        return f"[{self.name}] {text}" if self.name else text
+    for name, value in params.items():
+        reason = validate_parameter(name, value)
+        if reason:
+            return reason
+    low, high = params.get("min_depth", 0.0), params.get("max_depth", 0.0)
+    if low > 0 and high > 0 and low >= high:
+        return (f"min_depth {low:g} must be below max_depth {high:g} (0 = no limit): "
+                "otherwise every metric pixel is NaN")
+    return fixed_map_conflict(ProcessingConfig(
+        **{k: v for k, v in params.items() if k in _CONFIG_KEYS}))
 
 
-@dataclass
-class _Job:
-    """One camera's frame between preparation and publishing."""
-
-    stream: Stream
-    header: Any
-    stamp_ns: int
-    frame: Frame
-    info: Any
-    wanted: list[Output]
-    prepare_s: float
+def usage() -> str:
+    """The node's --help text: how to run it and every parameter with its default."""
+    lines = ["usage: python -m e2e_depth_ros.node [--help] [--ros-args -p NAME:=VALUE ...]",
+             "", "E2E-FT depth/normals node: subscribes to image (or image/compressed), "
+             "camera_info and points_lidar;",
+             f"publishes {', '.join(output.topic for output in OUTPUTS)} and /diagnostics.",
+             "With cameras:=[a, b, ...] every topic above is per camera: a/image, a/depth/image,"
+             " ...", "", "parameters (read-only ones only at start-up):",
+             "  cameras (default [], read-only)", f"      {CAMERAS_DESCRIPTION}",
+             "  <camera>.image_topic, <camera>.camera_info_topic, <camera>.lidar_topic "
+             "(default '', read-only)", "      a camera's input topics; empty = <camera>/image, "
+             "<camera>/camera_info, <camera>/points_lidar"]
+    for name, (default, _kind, description, bounds, read_only) in PARAMETERS.items():
+        extra = f", {bounds[0]}..{bounds[1]}" if bounds else ""
+        extra += ", read-only" if read_only else ""
+        lines.append(f"  {name} (default {default!r}{extra})")
+        lines.append(f"      {description}")
+    return "\n".join(lines)
 
 
 class DepthNode(Node):
@@ -225,16 +229,19 @@ class DepthNode(Node):
             self.declare_parameter(name, default,
                                    _descriptor(name, kind, description, bounds, read_only))
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
-        for name, value in self._params.items():
-            reason = validate_parameter(name, value)
-            if reason:
-                raise ValueError(reason)
+        reason = validate_parameters(self._params)
+        if reason:
+            raise ValueError(reason)
         cameras = self._declare_cameras()
+        self.startup_warnings = self._check_model_names()
+        for text in self.startup_warnings:
+            self.get_logger().warning(text)
         if estimator is None:
             estimator = self._load_estimator()
         estimator.processing_resolution = self._params["processing_resolution"]
         self.processor = FrameProcessor(estimator, self._processing_config())
         self._closing = False
+        self._throttle = input_checks.KindThrottle(THROTTLE_S)
         self._streams = {name: Stream(name) for name in cameras or [""]}
         self._slots: CameraSlots = CameraSlots(list(self._streams))
         self._tf_buffer = None
@@ -252,6 +259,7 @@ class DepthNode(Node):
         self.create_timer(1.0, self._recheck_inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
+        self._name_check = self.create_timer(NAME_CHECK_DELAY_S, self._check_name_unique)
         self._worker = threading.Thread(target=self._work, name="e2e_depth_worker",
                                         daemon=True)
         self._worker.start()
@@ -290,45 +298,6 @@ class DepthNode(Node):
             self._input_topics[camera] = topics
         return cameras
 
-    @property
-    def cameras(self) -> list[str]:
-        """The camera names ([] for the single-camera node)."""
-        return [name for name in self._streams if name]
-
-    @property
-    def stats(self) -> Stats:
-        """The first camera's counters (the only camera's on a single-camera node)."""
-        return next(iter(self._streams.values())).stats
-
-    @property
-    def _pub(self) -> dict[str, Any]:
-        """The first camera's publishers (the only camera's on a single-camera node)."""
-        return next(iter(self._streams.values())).pub
-
-    @property
-    def _inputs(self) -> dict[str, MatchedSubscription]:
-        """The first camera's input subscriptions."""
-        return next(iter(self._streams.values())).inputs
-
-    def stream(self, camera: str = "") -> Stream:
-        return self._streams[camera]
-
-    def _load_estimator(self) -> DepthModel:
-        from e2e_depth_ros.estimator import Estimator, quiet_model_libraries
-
-        quiet_model_libraries()  # no loading bars in a robot's log
-        p = self._params
-        self.get_logger().info(f"loading models: backend={p['backend']} device={p['device']} "
-                               f"precision={p['precision']} dtype={p['dtype']}")
-        estimator = Estimator(p["depth_model"] or None, p["normals_model"] or None,
-                              device=p["device"], dtype=p["dtype"],
-                              processing_resolution=p["processing_resolution"],
-                              normals_convention=p["normals_convention"], compile=p["compile"],
-                              backend=p["backend"], precision=p["precision"],
-                              log=self.get_logger().info)
-        estimator.warm_up()  # GPU/compiled/OpenVINO: no stall in the first frames after ready
-        return estimator
-
     def _subscribe_inputs(self, stream: Stream) -> dict[str, MatchedSubscription]:
         """One camera's image, camera_info and LiDAR with the reliability publishers offer.
 
@@ -344,6 +313,7 @@ class DepthNode(Node):
 
         def on_image(msg) -> None:
             stream.stats.received += 1
+            stream.stats.health.input.add(time.monotonic())
             stream.stamp_rate.add(stamp_to_ns(msg.header.stamp))
             self._slots.put(stream.name, msg)
 
@@ -376,16 +346,81 @@ class DepthNode(Node):
             for name, subscription in stream.inputs.items():
                 subscription.apply(choices[name], recreate=recreate)
 
+    @property
+    def cameras(self) -> list[str]:
+        """The camera names ([] for the single-camera node)."""
+        return [name for name in self._streams if name]
+
+    @property
+    def stats(self) -> Stats:
+        """The first camera's counters (the only camera's on a single-camera node)."""
+        return next(iter(self._streams.values())).stats
+
+    @property
+    def _pub(self) -> dict[str, Any]:
+        """The first camera's publishers (the only camera's on a single-camera node)."""
+        return next(iter(self._streams.values())).pub
+
+    def stream(self, camera: str = "") -> Stream:
+        return self._streams[camera]
+
+    @property
+    def _inputs(self) -> dict[str, MatchedSubscription]:
+        """The first camera's input subscriptions."""
+        return next(iter(self._streams.values())).inputs
+
+    def _check_model_names(self) -> list[str]:
+        """Warnings for a checkpoint whose name says it is the other task's, or says neither."""
+        warnings = []
+        for task in ("depth", "normals"):
+            model = model_or_none(self._params[f"{task}_model"])
+            text = model and task_mismatch(model, task)
+            if text:
+                warnings.append(text)
+        return warnings
+
+    def _check_name_unique(self) -> None:
+        """Warn once if another node on the graph has this node's name (after discovery)."""
+        self._name_check.cancel()
+        me = (self.get_name(), self.get_namespace())
+        try:
+            count = self.get_node_names_and_namespaces().count(me)
+        except Exception:  # noqa: BLE001 - the graph can go away during shutdown
+            return
+        if count > 1:
+            self.get_logger().warning(
+                f"{count} nodes are named {self.get_fully_qualified_name()}: each runs the "
+                "model and publishes every frame, and parameter requests reach either; give "
+                "each a unique name or namespace (-r __node:=NAME / -r __ns:=/NS)")
+            for stream in self._streams.values():
+                stream.stats.last_warning = "another node on the graph has this node's name"
+
+    def _load_estimator(self) -> DepthModel:
+        from e2e_depth_ros.estimator import Estimator, quiet_model_libraries
+
+        quiet_model_libraries()  # no loading bars in a robot's log
+        p = self._params
+        self.get_logger().info(f"loading models: backend={p['backend']} device={p['device']} "
+                               f"precision={p['precision']} dtype={p['dtype']}")
+        estimator = Estimator(model_or_none(p["depth_model"]), model_or_none(p["normals_model"]),
+                              device=p["device"], dtype=p["dtype"],
+                              processing_resolution=p["processing_resolution"],
+                              normals_convention=p["normals_convention"], compile=p["compile"],
+                              backend=p["backend"], precision=p["precision"],
+                              log=self.get_logger().info)
+        estimator.warm_up()  # GPU/compiled/OpenVINO: no stall in the first frames after ready
+        return estimator
+
     def _processing_config(self) -> ProcessingConfig:
         return ProcessingConfig(**{k: v for k, v in self._params.items() if k in _CONFIG_KEYS})
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            reason = validate_parameter(param.name, param.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        for param in params:
-            self._params[param.name] = param.value
+        merged = dict(self._params)
+        merged.update({param.name: param.value for param in params if param.name in PARAMETERS})
+        reason = validate_parameters(merged)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        self._params = merged
         self.processor.reconfigure(self._processing_config())  # read at the next frame
         return SetParametersResult(successful=True)
 
@@ -436,37 +471,68 @@ class DepthNode(Node):
     def _failed(self, stream: Stream, err: Exception) -> None:
         stats = stream.stats
         stats.failed += 1
+        stats.health.last_failure = time.monotonic()
         stats.last_error = f"{type(err).__name__}: {err}"
         if not self._closing:
-            self.get_logger().error(stream.say(f"frame failed: {stats.last_error}"),
-                                    throttle_duration_sec=THROTTLE_S)
+            self._log(stream, "error", "frame_failed", f"frame failed: {stats.last_error}")
 
-    def _warn(self, stream: Stream, text: str) -> None:
+    def _log(self, stream: Stream | None, level: str, kind: str, text: str) -> None:
+        """Log ``text`` unless this camera logged this kind in the last THROTTLE_S."""
+        key = f"{stream.name}/{kind}" if stream is not None else kind
+        if self._throttle.allow(key, time.monotonic()):
+            getattr(self.get_logger(), level)(stream.say(text) if stream is not None else text)
+
+    def _warn(self, stream: Stream, kind: str, text: str) -> None:
         stream.stats.last_warning = text
-        self.get_logger().warning(stream.say(text), throttle_duration_sec=THROTTLE_S)
+        self._log(stream, "warning", kind, text)
 
-    def _decode(self, stream: Stream, msg):
+    def _bad_input(self, stream: Stream, kind: str, text: str) -> None:
+        """A frame refused for its input: counted, shown in diagnostics, logged per kind."""
+        stream.stats.bad_input += 1
+        stream.stats.last_bad_input = text
+        self._warn(stream, kind, text)
+
+    def _admit(self, stream: Stream, msg):
+        """uint8 RGB of an image worth processing, or None (counted as bad input, warned).
+
+        The size is judged from the header before decoding, so a small file that expands to
+        gigabytes costs nothing.
+        """
+        p = self._params
+        limits = dict(processing_resolution=p["processing_resolution"],
+                      max_input_pixels=p["max_input_pixels"])
+        compressed = isinstance(msg, CompressedImage)
+        size = (input_checks.compressed_size(bytes(msg.data)) if compressed
+                else (int(msg.width), int(msg.height)))
+        if size is not None and all(size):
+            problem = input_checks.frame_size_problem(*size, **limits)
+            if problem:
+                self._bad_input(stream, "image_size", f"dropping image: {problem}")
+                return None
         try:
-            if isinstance(msg, CompressedImage):
-                return messages.compressed_to_rgb(msg)
-            return messages.image_to_rgb(msg)
+            rgb = messages.compressed_to_rgb(msg) if compressed else messages.image_to_rgb(msg)
         except E2EDepthError as err:
-            stream.stats.bad_input += 1
-            self._warn(stream, f"dropping image: {err}")
+            self._bad_input(stream, "image_decode", f"dropping image: {err}")
             return None
+        problem = input_checks.frame_size_problem(rgb.shape[1], rgb.shape[0], **limits)
+        if problem:
+            self._bad_input(stream, "image_size", f"dropping image: {problem}")
+            return None
+        return rgb
 
     def _stamp_ok(self, stream: Stream, stamp_ns: int) -> bool:
-        last, stream.last_stamp_ns = stream.last_stamp_ns, stamp_ns
-        if last is None or stamp_ns > last:
-            return True
-        if stamp_ns == last:
-            stream.stats.bad_input += 1
-            self._warn(stream, f"dropping image: stamp {stamp_ns * 1e-9:.3f} repeats the "
-                       "previous one")
+        verdict = stream.stamps.check(stamp_ns)
+        if stream.stamps.unusable and "stamps" not in stream.said_once:
+            stream.said_once.add("stamps")  # once: the camera will not get better by itself
+            self.get_logger().error(stream.say(stream.stamps.unusable))
+        if verdict == "repeat":
+            self._bad_input(stream, "stamp_repeat", f"dropping image: stamp "
+                            f"{stamp_ns * 1e-9:.3f} repeats the previous one")
             return False
-        self._warn(stream, f"image stamp went back {(last - stamp_ns) * 1e-9:.3f} s (bag "
-                   "loop?): scale history reset")
-        self.processor.reset_scale(stream.name)
+        if verdict == "back":
+            self._warn(stream, "stamp_back",
+                       "image stamp went back (bag loop?): scale history reset")
+            self.processor.reset_scale(stream.name)
         return True
 
     def _wanted(self, stream: Stream) -> list[Output]:
@@ -475,14 +541,15 @@ class DepthNode(Node):
         return [o for o in OUTPUTS
                 if p[o.enable] and stream.pub[o.key].get_subscription_count() > 0]
 
-    def _prepare(self, stream: Stream, msg) -> _Job | None:
-        """Decoding, stamp check, camera_info and LiDAR: the frame for the model, or None."""
+    def _prepare(self, stream: Stream, msg) -> Job | None:
+        """Checks, matching camera_info and LiDAR: the frame ready for the model, or None."""
         began = time.monotonic()
         header = msg.header
         stamp_ns = stamp_to_ns(header.stamp)
-        rgb = self._decode(stream, msg)
+        rgb = self._admit(stream, msg)
         if rgb is None or not self._stamp_ok(stream, stamp_ns):
             return None
+        stream.stats.last_stamp_at = (stamp_ns * 1e-9, began)
         wanted = self._wanted(stream)
         if not wanted:
             stream.stats.idle += 1  # nobody listens: no work
@@ -491,20 +558,22 @@ class DepthNode(Node):
         needs = needs_for(wanted, points_rgb=bool(p["points_color"]),
                           points_normals=bool(p["points_normals"]))
         info = stream.camera_infos.match(stamp_ns, int(p["camera_info_tolerance"] * 1e9))
-        camera = self._camera(stream, info)
+        camera = self._camera(stream, info, rgb.shape[1], rgb.shape[0])
+        if camera is None:
+            info = None  # never republish a camera_info that does not describe this image
         lidar = None
         if needs.metric or needs.points:
             lidar = self._lidar_points(stream, stamp_ns, header.frame_id)
         frame = Frame(rgb, stamp_ns * 1e-9, camera, lidar, needs, stream.name)
-        return _Job(stream, header, stamp_ns, frame, info, wanted, time.monotonic() - began)
+        return Job(stream, header, stamp_ns, frame, info, wanted, time.monotonic() - began)
 
-    def _finish(self, job: _Job, prediction, inference: float, batch_size: int) -> None:
+    def _finish(self, job: Job, prediction, inference: float, batch_size: int) -> None:
         """Scale, metric depth and cloud of one camera's frame, then its outputs."""
         began = time.monotonic()
         stream, stats = job.stream, job.stream.stats
         result = self.processor.finish(job.frame, prediction)
         for note in result.notes:
-            self._warn(stream, note)
+            self._warn(stream, "note: " + note.split(":")[0][:40], note)
         if self._closing:
             return
         self._publish(stream, job.header, job.info, result, job.wanted)
@@ -512,20 +581,27 @@ class DepthNode(Node):
         stats.batch_size = batch_size
         stats.overhead = job.prepare_s + time.monotonic() - began
         stats.processed += 1
+        stats.health.output.add(time.monotonic())
         now_ns = self.get_clock().now().nanoseconds
         stats.latency = (now_ns - job.stamp_ns) * 1e-9
 
-    def _camera(self, stream: Stream, info):
+    def _camera(self, stream: Stream, info, width: int, height: int):
+        """The pinhole camera of this image, or None (bad camera_info is counted and warned)."""
         if info is None:
             if stream.pub["points"].get_subscription_count() or stream.clouds.newest_stamp():
-                self._warn(stream, "no camera_info matches the image stamp: no cloud or "
-                           "LiDAR fit")
+                self._warn(stream, "camera_info_missing",
+                           "no camera_info matches the image stamp: no cloud or LiDAR fit")
             return None
         try:
-            return messages.camera_from_info(info)
+            camera = messages.camera_from_info(info)
+            problem = input_checks.camera_problem(camera, width, height)
         except E2EDepthError as err:
-            self._warn(stream, f"unusable camera_info: {err}")
+            problem = str(err)
+        if problem:
+            self._bad_input(stream, "camera_info", f"refusing camera_info: {problem}; no "
+                            "cloud, LiDAR fit or depth/camera_info for this frame")
             return None
+        return camera
 
     def _lidar_points(self, stream: Stream, stamp_ns: int,
                       camera_frame: str) -> np.ndarray | None:
@@ -535,7 +611,7 @@ class DepthNode(Node):
         try:
             points = messages.pointcloud_to_xyz(cloud)
         except E2EDepthError as err:
-            self._warn(stream, f"unusable LiDAR cloud: {err}")
+            self._warn(stream, "lidar_cloud", f"unusable LiDAR cloud: {err}")
             return None
         transform = self._lidar_transform(stream, cloud.header, camera_frame)
         if transform is None:
@@ -562,7 +638,8 @@ class DepthNode(Node):
         if p["lidar_extrinsic_frame"] and p["lidar_extrinsic_frame"] == lidar_frame:
             return (quaternion_to_matrix(*p["lidar_extrinsic_rotation"]),
                     np.asarray(p["lidar_extrinsic_translation"], dtype=np.float64))
-        self._warn(stream, f"no transform from LiDAR frame '{lidar_frame}' to camera frame "
+        self._warn(stream, "lidar_transform",
+                   f"no transform from LiDAR frame '{lidar_frame}' to camera frame "
                    f"'{camera_frame}' ({tf_error}; static extrinsic is for "
                    f"'{p['lidar_extrinsic_frame']}'): metric depth needs one")
         return None
@@ -581,48 +658,73 @@ class DepthNode(Node):
                 if partner.key not in built:
                     built[partner.key] = partner.build(self._types, header, info, result)
                 if built[partner.key] is None:
-                    self._warn(stream, f"no camera_info matches the image stamp: "
-                               f"{output.topic} is not published without its {partner.topic}")
+                    self._warn(stream, "unpaired_output",
+                               f"no usable camera_info for this stamp: {output.topic} is "
+                               f"not published without its {partner.topic}")
                     continue
             stream.pub[output.key].publish(msg)
 
     # -- diagnostics: one status per camera ----------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        """Timer callback: never lets an error escape (it would stop the executor)."""
+        try:
+            now = time.monotonic()
+            array = DiagnosticArray(status=[self._diagnostic_status(stream, now)
+                                            for stream in self._streams.values()])
+            array.header.stamp = self.get_clock().now().to_msg()
+            self._diagnostics.publish(array)
+        except Exception as err:  # noqa: BLE001 - diagnostics must never kill the node
+            if not self._closing:
+                self._log(None, "error", "diagnostics",
+                          f"diagnostics failed: {type(err).__name__}: {err}")
+
     def diagnostic_name(self, camera: str = "") -> str:
         """The DiagnosticStatus name of one camera ("<node>: depth" without cameras)."""
         node = self.get_fully_qualified_name()
         return f"{node}: {camera} depth" if camera else f"{node}: depth"
 
-    def _publish_diagnostics(self) -> None:
-        stamp = self.get_clock().now()
-        array = DiagnosticArray(status=[self._diagnostic_status(stream, stamp)
-                                        for stream in self._streams.values()])
-        array.header.stamp = stamp.to_msg()
-        self._diagnostics.publish(array)
+    def _metric_wanted(self, stream: Stream) -> bool:
+        p, pub = self._params, stream.pub
+        return bool(p["publish_depth"]) and (pub["depth"].get_subscription_count() > 0
+                                             or pub["depth_info"].get_subscription_count() > 0) \
+            or bool(p["publish_points"]) and pub["points"].get_subscription_count() > 0
 
-    def _diagnostic_status(self, stream: Stream, stamp) -> DiagnosticStatus:
-        now = time.monotonic()
-        s = stream.stats
-        start, received, processed = stream.window
-        span = max(now - start, 1e-6)
-        stream.window = (now, s.received, s.processed)
-        scale = self.processor.scale_state(stamp.nanoseconds * 1e-9
-                                           if stream.last_stamp_ns is None
-                                           else stream.last_stamp_ns * 1e-9, stream.name)
+    def _scale_status(self, stream: Stream, now: float):
+        """(scale state, status text, level), judged on the clock, not on the last frame."""
+        stamp = stream.stats.clock_stamp(now)
+        scale = self.processor.scale_state(stamp if stamp is not None
+                                           else self.get_clock().now().nanoseconds * 1e-9,
+                                           stream.name)
         cfg = self.processor.config
         if cfg.fixed_scale > 0:
-            scale_status, level = "fixed", DiagnosticStatus.OK
-        elif scale.status == "ok":
-            scale_status, level = "OK", DiagnosticStatus.OK
-        elif scale.status == "holding":
-            scale_status, level = "WARN holding last fit", DiagnosticStatus.WARN
-        else:
-            scale_status, level = "ERROR no fit: metric outputs stopped", DiagnosticStatus.ERROR
+            return scale, "fixed", DiagnosticStatus.OK
+        if scale.status == "ok":
+            return scale, "OK", DiagnosticStatus.OK
+        if scale.status == "holding":
+            return scale, "WARN holding last fit", DiagnosticStatus.WARN
+        if stream.clouds.newest_stamp() is None:
+            if not self._metric_wanted(stream):
+                return scale, "off: relative depth only (no LiDAR, no fixed_scale)", \
+                    DiagnosticStatus.OK
+            return scale, ("WARN no LiDAR cloud and no fixed_scale: metric outputs off"), \
+                DiagnosticStatus.WARN
+        return scale, "ERROR no fit: metric outputs stopped", DiagnosticStatus.ERROR
+
+    def _diagnostic_status(self, stream: Stream, now: float) -> DiagnosticStatus:
+        s = stream.stats
+        health = s.health
+        scale, scale_status, level = self._scale_status(stream, now)
+        cfg = self.processor.config
         est = self.processor.estimator
         fit = scale.fit
+        failing = health.failing(now)
+        outage = health.outage(now)
+        input_age = now - health.input.last if health.input.last is not None else float("nan")
         values = {
             "camera": stream.name,
-            "input_rate_hz": f"{(s.received - received) / span:.2f}",
-            "output_rate_hz": f"{(s.processed - processed) / span:.2f}",
+            "input_rate_hz": f"{health.input.rate(now):.2f}",
+            "output_rate_hz": f"{health.output.rate(now):.2f}",
+            "input_age_s": f"{input_age:.1f}",
             "latency_s": f"{s.latency:.3f}",
             "inference_s": f"{s.inference:.3f}",
             "batch_size": str(s.batch_size),
@@ -639,7 +741,8 @@ class DepthNode(Node):
             "dtype": str(est.dtype).replace("torch.", ""),
             "backend": str(getattr(est, "backend", "torch")),
             "precision": str(getattr(est, "precision", "")),
-            "processing_resolution": str(est.processing_resolution),
+            "processing_resolution": str(self._params["processing_resolution"]),
+            "input_stamps": stream.stamps.unusable or "ok",
             "scale_status": scale_status,
             "scale": f"{scale.scale if scale.scale is not None else cfg.fixed_scale:.6g}",
             "shift": f"{scale.shift if scale.shift is not None else cfg.fixed_shift:.6g}",
@@ -647,17 +750,28 @@ class DepthNode(Node):
             "scale_rmse_m": f"{fit.rmse if fit else float('nan'):.4g}",
             "scale_age_s": f"{scale.age if scale.age is not None else float('nan'):.3f}",
             "scale_message": scale.message,
-            "last_error": s.last_error,
+            "last_error": s.last_error if failing else "",
             "last_warning": s.last_warning,
+            "last_bad_input": s.last_bad_input,
         }
         transport_values, transport_problem = self._transport_diagnostics(stream)
         values.update(transport_values)
-        if (s.failed or transport_problem) and level == DiagnosticStatus.OK:
+        problems = []
+        if health.input.last is None:
+            problems.append("no image received yet")
+        elif outage is not None:
+            problems.append(f"no input for {outage:.0f} s")
+        if stream.stamps.unusable:
+            problems.append("camera stamps unusable")
+        if failing:
+            problems.append("frames failing")
+        if transport_problem:
+            problems.append(transport_problem)
+        if problems and level == DiagnosticStatus.OK:
             level = DiagnosticStatus.WARN
+        summary = "; ".join(problems + [scale_status, f"{values['output_rate_hz']} Hz out"])
         return DiagnosticStatus(
-            level=level, name=self.diagnostic_name(stream.name),
-            message=f"{scale_status}; {values['output_rate_hz']} Hz out"
-                    + (f"; {transport_problem}" if transport_problem else ""),
+            level=level, name=self.diagnostic_name(stream.name), message=summary,
             hardware_id=str(est.device),
             values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
@@ -705,28 +819,66 @@ class DepthNode(Node):
         return hasattr(self, "_worker") and self._worker.is_alive()
 
 
-def main(args: list[str] | None = None) -> int:
+def _wants_help(argv: list[str]) -> bool:
+    """--help / -h before any --ros-args (after it, ROS owns the arguments)."""
+    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    return "--help" in own or "-h" in own
+
+
+def _say(text: str) -> None:
+    print(f"[{NODE_NAME}] {text}", file=sys.stderr, flush=True)
+
+
+def _leave(node: DepthNode | None) -> None:
+    """Tear down; further Ctrl-C / SIGTERM are ignored, we are already leaving.
+
+    A second Ctrl-C inside destroy_node used to abort the process: the KeyboardInterrupt
+    escaped while torch still ran on the worker thread, and interpreter shutdown tore its
+    thread pool down (``terminate called without an active exception``).
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     try:
-        rclpy.init(args=args if args is not None else sys.argv)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    except KeyboardInterrupt:  # pragma: no cover - delivered before SIG_IGN took effect
+        pass
+    for sig in (signal.SIGINT, signal.SIGTERM):  # try_shutdown restores the old handlers
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def main(args: list[str] | None = None) -> int:
+    argv = list(args if args is not None else sys.argv)
+    if _wants_help(argv):
+        print(usage())
+        return 0
+    try:
+        rclpy.init(args=argv)
     except Exception as err:  # noqa: BLE001 - rcl rejects malformed --ros-args this way
         print(f"{NODE_NAME}: cannot start: bad arguments ({err})", file=sys.stderr)
         return 2
     from e2e_depth_ros.allocator import keep_cpu_buffers_mapped
 
     keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
+    node = None
     try:
         node = DepthNode()
-    except (E2EDepthError, ValueError) as err:
+    except (E2EDepthError, ValueError, ParameterException) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
-        rclpy.try_shutdown()
+        _leave(None)
         return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        _say("interrupted during start-up: exiting")
+        _leave(None)
+        sys.stdout.flush()
+        os._exit(0)  # model loading may have left torch threads that must not be joined
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        _say("interrupted: shutting down")
     finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        _leave(node)
     if node.inference_in_flight:
         # Interpreter shutdown would tear torch's thread pool down under the running model
         # (std::terminate, SIGABRT); nothing is left to flush or publish, so leave now.

@@ -36,6 +36,7 @@ class ProcessingConfig:
     lidar_min_points: int = 10
     lidar_min_inlier_ratio: float = 0.3
     lidar_inlier_threshold: float = 0.05
+    lidar_min_depth_span: float = 0.05  # inliers' 95th/5th percentile depth - 1, at least
     scale_smoothing: float = 0.3
     scale_max_jump: float = 0.5
     scale_hold_timeout: float = 2.0
@@ -67,6 +68,28 @@ class FrameResult:
     scale_state: ScaleState | None = None  # the LiDAR filter after this frame
     fit: ScaleFit | None = None  # this frame's own LiDAR fit, before smoothing
     notes: list[str] = field(default_factory=list)  # why an output was skipped
+
+
+def _empty_metric_note(metric: np.ndarray, cfg: ProcessingConfig) -> str:
+    """Why every metric pixel is NaN, so an all-NaN depth/image is never a mystery."""
+    finite = metric[np.isfinite(metric)]
+    span = f"{finite.min():.4g}..{finite.max():.4g} m" if finite.size else "no finite value"
+    limits = f"(0, {cfg.max_depth or 'inf'}] m with min_depth {cfg.min_depth}"
+    return f"every metric pixel is invalid: depth spans {span}, outside the valid {limits}"
+
+
+def fixed_map_conflict(cfg: ProcessingConfig) -> str | None:
+    """Why the fixed metric map cannot give one valid pixel (relative depth is in [0, 1])."""
+    if not cfg.fixed_scale > 0:
+        return None
+    lo, hi = cfg.fixed_shift, cfg.fixed_scale + cfg.fixed_shift
+    floor = max(cfg.min_depth, 0.0)
+    ceiling = cfg.max_depth if cfg.max_depth > 0 else math.inf
+    if hi <= floor or lo > ceiling:
+        return (f"fixed_scale {cfg.fixed_scale:g} and fixed_shift {cfg.fixed_shift:g} map "
+                f"relative depth [0, 1] to {lo:g}..{hi:g} m, all outside the valid depths "
+                f"({floor:g}, {ceiling:g}] m: every metric pixel would be NaN")
+    return None
 
 
 @dataclass(frozen=True)
@@ -223,6 +246,8 @@ class FrameProcessor:
             invalid |= metric < cfg.min_depth
         if cfg.max_depth > 0:
             invalid |= metric > cfg.max_depth
+        if invalid.all():
+            result.notes.append(_empty_metric_note(metric, cfg))
         metric[invalid] = np.nan
         result.metric = metric
 
@@ -247,6 +272,7 @@ class FrameProcessor:
                 min_range=cfg.lidar_min_range, min_points=cfg.lidar_min_points,
                 min_inlier_ratio=cfg.lidar_min_inlier_ratio,
                 inlier_threshold=cfg.lidar_inlier_threshold,
+                min_depth_span=cfg.lidar_min_depth_span,
             )
             result.scale_state = self.filter_for(stream).update(result.fit, stamp)
         else:

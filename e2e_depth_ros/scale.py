@@ -8,6 +8,7 @@ over time. Pure numpy: no clock, no ROS types, time is passed in.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,6 +161,7 @@ def fit_depth_to_lidar(
     edge_margin: float = 0.1,
     iterations: int = 200,
     seed: int = 0,
+    min_depth_span: float = 0.05,
 ) -> ScaleFit:
     """Fit ``metric = scale * relative + shift`` to LiDAR points seen in the image.
 
@@ -176,8 +178,14 @@ def fit_depth_to_lidar(
     (a relative tolerance: 0.05 is 5 % of the LiDAR depth).
 
     A fit that cannot be trusted returns ``ok=False`` with a ``reason`` (too few points,
-    too few inliers, low inlier ratio, scale <= 0); only malformed arguments raise
-    :class:`ScaleFitError`.
+    too few inliers, low inlier ratio, scale <= 0, or an ill-conditioned fit); only
+    malformed arguments raise :class:`ScaleFitError`.
+
+    Conditioning: scale is only observable when the inliers cover a range of depths. A wall
+    square to the camera gives every point the same z, so any (scale, shift) with the right
+    sum fits, and the fit comes out nearly flat (scale ~ 0, every pixel at the wall's
+    depth). The fit is refused when the inliers' LiDAR depth (5th to 95th percentile)
+    spans less than ``min_depth_span`` (0.05: the far end at least 5 % beyond the near end).
     """
     _check_arguments(relative, points_cam, P)
     if min_points < 2 or iterations < 1 or inlier_threshold <= 0:
@@ -211,11 +219,13 @@ def fit_depth_to_lidar(
             break
         s, t = s_ls, t_ls
     return _judge(rel, z, s, t, candidates, min_points=min_points,
-                  min_inlier_ratio=min_inlier_ratio, threshold=inlier_threshold)
+                  min_inlier_ratio=min_inlier_ratio, threshold=inlier_threshold,
+                  min_depth_span=min_depth_span)
 
 
 def _judge(rel: np.ndarray, z: np.ndarray, s: float, t: float, candidates: int, *,
-           min_points: int, min_inlier_ratio: float, threshold: float) -> ScaleFit:
+           min_points: int, min_inlier_ratio: float, threshold: float,
+           min_depth_span: float) -> ScaleFit:
     """The final ScaleFit: accepted, or refused with the first failed check as reason."""
     if not (np.isfinite(s) and np.isfinite(t)):
         return _refused("relative depth has no spread over the LiDAR pixels", candidates)
@@ -232,6 +242,12 @@ def _judge(rel: np.ndarray, z: np.ndarray, s: float, t: float, candidates: int, 
                         candidates, **values)
     if inliers < min_inlier_ratio * candidates:
         return _refused(f"inlier ratio {inliers / candidates:.2f} < {min_inlier_ratio}",
+                        candidates, **values)
+    near, far = np.percentile(z[mask], [5.0, 95.0])
+    if far < near * (1.0 + min_depth_span):
+        return _refused(f"scale unobservable: the inliers span only {near:.4g}..{far:.4g} m "
+                        f"({(far / near - 1.0) * 100:.2g} % of depth, need >= "
+                        f"{min_depth_span * 100:.3g} %; one surface square to the camera?)",
                         candidates, **values)
     return ScaleFit(True, s, t, inliers, rmse, candidates, "")
 
@@ -280,6 +296,8 @@ class ScaleFilter:
     update came for longer) while the last accepted fit is at most ``hold_timeout`` seconds
     old, "none" after that. A stamp earlier than the last accepted one (time went
     back, e.g. a bag looped) resets the filter first.
+
+    Thread-safe: a worker may ``update``/``reset`` while a diagnostics timer reads ``state``.
     """
 
     def __init__(self, *, smoothing: float = 0.3, max_jump: float = 0.5,
@@ -297,10 +315,15 @@ class ScaleFilter:
         self.jump_confirm = int(jump_confirm)
         self.hold_timeout = float(hold_timeout)
         self.fresh_timeout = float(fresh_timeout)
+        self._lock = threading.RLock()
         self.reset()
 
     def reset(self) -> None:
         """Forget everything: the next good fit is taken as it is."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
         self._scale: float | None = None
         self._shift: float | None = None
         self._fit: ScaleFit | None = None
@@ -311,8 +334,12 @@ class ScaleFilter:
 
     def update(self, fit: ScaleFit, stamp: float) -> ScaleState:
         """Feed one fit made at ``stamp`` (seconds); returns the state at that stamp."""
+        with self._lock:
+            return self._update(fit, stamp)
+
+    def _update(self, fit: ScaleFit, stamp: float) -> ScaleState:
         if self._accepted_at is not None and stamp < self._accepted_at:
-            self.reset()
+            self._clear()
         if not fit.ok:
             self._latest_accepted = False
             self._note = f"fit refused: {fit.reason}"
@@ -325,10 +352,14 @@ class ScaleFilter:
             self._scale += a * (fit.scale - self._scale)
             self._shift += a * (fit.shift - self._shift)
             self._accept(fit, stamp, "fit accepted")
-        return self.state(stamp)
+        return self._state(stamp)
 
     def state(self, now: float) -> ScaleState:
         """The filter's state at time ``now`` (seconds, same clock as the stamps)."""
+        with self._lock:
+            return self._state(now)
+
+    def _state(self, now: float) -> ScaleState:
         if self._accepted_at is None or self._scale is None:
             return ScaleState("none", None, None, None, None, self._note)
         age = max(0.0, now - self._accepted_at)

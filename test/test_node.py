@@ -221,8 +221,8 @@ def test_corrupt_compressed_payload_is_dropped_and_jpeg_works(estimator, rig_fac
     {"k": [0.0] * 9, "p": [0.0] * 12},
     {"width": 128, "height": 96},
 ], ids=["uncalibrated", "different-size"])
-def test_unusable_camera_info_skips_the_cloud_but_not_depth(estimator, rig_factory,
-                                                            info_change):
+def test_unusable_camera_info_skips_the_cloud_and_metric_pair_but_not_relative_depth(
+        estimator, rig_factory, info_change):
     rig = rig_factory(estimator, fixed_scale=1.0)
     from rig import camera_info
 
@@ -232,9 +232,11 @@ def test_unusable_camera_info_skips_the_cloud_but_not_depth(estimator, rig_facto
     rig.info_pub.publish(info)
     time.sleep(0.05)
     rig.send(image(8), T0)
-    assert rig.wait_for(lambda: rig.received["depth/image"] and rig.received["depth/relative"])
+    assert rig.wait_for(lambda: rig.received["depth/relative"])
     time.sleep(0.3)
-    assert not rig.received["points"]
+    # Never republished, and depth/image goes out only with its depth/camera_info.
+    assert not rig.received["points"] and not rig.received["depth/camera_info"]
+    assert not rig.received["depth/image"]
     assert _alive_after(rig, T0 + 10**9)
 
 

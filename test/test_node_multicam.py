@@ -8,13 +8,14 @@ import time
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
 
 from e2e_depth_ros import messages
 from e2e_depth_ros.depth_model import ItemPrediction
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
 from e2e_depth_ros.synthetic import make_sequence
-from rig import EstimatorProxy, Rig
+from rig import EstimatorProxy, Rig, header
 
 CAMERAS = ("front", "left", "right")
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
@@ -82,12 +83,15 @@ def test_three_cameras_get_their_own_outputs_with_their_own_headers(estimator, r
     rgbs = {cam: image(i) for i, cam in enumerate(CAMERAS)}
     for i, cam in enumerate(CAMERAS):
         rig.send(rgbs[cam], T0 + i, camera=CAMERA, cam=cam, frame_id=f"{cam}_optical")
-    assert rig.wait_for(lambda: all(T0 + i in rig.stamps(f"{cam}/depth/image")
-                                    for i, cam in enumerate(CAMERAS)), timeout=30)
+    topics = ("depth/relative", "depth/image", "depth/camera_info", "normals/image", "points",
+              "depth/image_vis", "normals/image_vis")
+    # Every output of each frame, not only depth/image: the others can arrive a moment later.
+    assert rig.wait_for(lambda: all(T0 + i in rig.stamps(f"{cam}/{topic}")
+                                    for i, cam in enumerate(CAMERAS) for topic in topics),
+                        timeout=30)
     assert 3 in model.batches, f"the three frames were not one batch: {model.batches}"
     for i, cam in enumerate(CAMERAS):
-        for topic in ("depth/relative", "depth/image", "depth/camera_info", "normals/image",
-                      "points", "depth/image_vis", "normals/image_vis"):
+        for topic in topics:
             msg = rig.last(f"{cam}/{topic}")
             assert msg.header.frame_id == f"{cam}_optical", (cam, topic)
             assert rig.stamps(f"{cam}/{topic}")[-1] == T0 + i, (cam, topic)
@@ -112,12 +116,23 @@ def test_a_camera_that_stops_does_not_stop_the_others(estimator, rigs):
                                             for cam in cameras), timeout=20), (cameras, k)
             time.sleep(0.2)
 
+    def front_rate() -> float:
+        return float(rig.diagnostics_by_camera["front"][-1]["input_rate_hz"])
+
     live(("front", "left"), 0, 5)
     front_count = len(rig.received["front/depth/relative"])
     live(("left",), 5, 15)  # front is silent for ~4 s: left goes on at its own rate
     assert len(rig.received["front/depth/relative"]) == front_count
-    assert len(set(rig.stamps("left/depth/relative"))) == 20
-    # Diagnostics say which camera went quiet: its input rate is 0, the other's is not.
+    # Diagnostics say which camera went quiet: an outage for it, none for the other.
+    assert rig.wait_for(lambda: "no input for" in
+                        rig.diagnostics_by_camera["front"][-1]["_message"], timeout=5)
+    assert "no input for" not in rig.diagnostics_by_camera["left"][-1]["_message"]
+    sent = 20  # the input rate covers the last 10 s: left goes on until front's reads 0
+    while front_rate() > 0.0 and sent < 80:
+        live(("left",), sent, 1)
+        sent += 1
+    assert len(rig.received["front/depth/relative"]) == front_count
+    assert len(set(rig.stamps("left/depth/relative"))) == sent
     front, left = (rig.diagnostics_by_camera[cam][-1] for cam in ("front", "left"))
     assert float(front["input_rate_hz"]) == 0.0 and front["frames_received"] == "5"
     assert float(left["input_rate_hz"]) > 0.5
@@ -144,8 +159,35 @@ def test_each_camera_has_its_own_diagnostics_entry(estimator, rigs):
     assert {cam: d["camera"] for cam, d in diags.items()} == {c: c for c in CAMERAS}
     assert diags["front"]["frames_received"] == diags["front"]["frames_processed"] == "0"
     assert diags["left"]["frames_processed"] == "3"
+    assert "no image received yet" in diags["front"]["_message"]
+    assert "no image received yet" not in diags["left"]["_message"]
     name = rig.node_under_test.get_fully_qualified_name()
     assert rig.node_under_test.diagnostic_name("left") == f"{name}: left depth"
+
+
+def test_input_checks_and_stamp_rules_are_per_camera(estimator, rigs):
+    rig = make_rig(estimator, cameras=("front", "left"))
+    rigs.append(rig)
+    tiny = messages.build_image(Image, header(T0, "camera_optical"),
+                                np.zeros((2, 3, 3), np.uint8), "rgb8")
+    rig.send(None, T0, cam="left", image=tiny)  # 3x2 px: refused before the model
+    for seed in range(4):  # front: every frame stamped 0
+        rig.send(image(seed), 0, cam="front")
+        time.sleep(0.3)
+
+    def latest():
+        return {cam: rig.diagnostics_by_camera[cam][-1] for cam in ("front", "left")
+                if rig.diagnostics_by_camera[cam]}
+
+    assert rig.wait_for(lambda: len(latest()) == 2
+                        and latest()["left"]["frames_bad_input"] == "1"
+                        and latest()["front"]["input_stamps"] != "ok", timeout=20)
+    front, left = latest()["front"], latest()["left"]
+    assert "too small" in left["last_bad_input"] and left["input_stamps"] == "ok"
+    assert "stamps are unusable" in front["input_stamps"]
+    assert "camera stamps unusable" in front["_message"]
+    assert "camera stamps unusable" not in left["_message"]
+    assert "repeats the previous" in front["last_bad_input"]
 
 
 def test_cameras_are_refused_when_a_name_repeats(estimator, ros):

@@ -147,3 +147,30 @@ def test_the_estimator_and_a_minimal_fake_both_satisfy_the_depth_model_protocol(
 
     assert isinstance(estimator, DepthModel) and isinstance(Fake(), DepthModel)
     assert not isinstance(object(), DepthModel)
+
+
+def test_an_all_invalid_metric_frame_says_why_it_is_empty(estimator, rgb):
+    proc = FrameProcessor(estimator, ProcessingConfig(fixed_scale=1.0, min_depth=50.0))
+    result = proc.process(rgb, 0.0, camera=CAMERA)
+    assert np.isnan(result.metric).all()
+    assert any(note.startswith("every metric pixel is invalid") and "min_depth 50" in note
+               for note in result.notes)
+
+
+@pytest.mark.parametrize("config, match", [
+    (ProcessingConfig(fixed_scale=1.0, fixed_shift=-10000.0), "all outside"),
+    (ProcessingConfig(fixed_scale=1.0, fixed_shift=0.5, max_depth=0.2), "all outside"),
+    (ProcessingConfig(fixed_scale=1.0, min_depth=5.0), "all outside"),
+])
+def test_fixed_map_conflict_names_a_map_that_leaves_no_valid_pixel(config, match):
+    from e2e_depth_ros.processing import fixed_map_conflict
+
+    assert match in fixed_map_conflict(config)
+
+
+def test_fixed_map_conflict_accepts_a_map_that_reaches_the_valid_depths():
+    from e2e_depth_ros.processing import fixed_map_conflict
+
+    assert fixed_map_conflict(ProcessingConfig(fixed_scale=4.0, fixed_shift=-1.0,
+                                               max_depth=10.0)) is None
+    assert fixed_map_conflict(ProcessingConfig(fixed_shift=-10000.0)) is None  # scale off
