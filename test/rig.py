@@ -157,6 +157,14 @@ class Rig:
             return [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
                     for m in self.received[topic]]
 
+    def at(self, topic: str, stamp_ns: int):
+        """The message of ``topic`` stamped ``stamp_ns`` (the newest such), or None."""
+        with self._lock:
+            for msg in reversed(self.received[topic]):
+                if msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec == stamp_ns:
+                    return msg
+        return None
+
     def last(self, topic: str):
         with self._lock:
             return self.received[topic][-1] if self.received[topic] else None
