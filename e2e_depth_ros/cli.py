@@ -118,43 +118,16 @@ def output_stems(images: list[Path]) -> dict[Path, str]:
 def image_file_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG, BMP or TIFF header, without decoding; None when
     the header cannot be read (the decoder then judges the file)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
+    from e2e_depth_ros.input_checks import compressed_size  # PNG and JPEG, as the node reads
+
+    size = compressed_size(data)
+    if size is not None:
+        return size
     if data[:2] == b"BM" and len(data) >= 26:
         width, height = struct.unpack("<ii", data[18:26])
         return abs(width), abs(height)
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return _tiff_size(data)
-    return None
-
-
-# JPEG start-of-frame markers (baseline, progressive, lossless, ...): not DHT, JPG, DAC.
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length field
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        if marker in _JPEG_SOF:
-            if pos + 9 > len(data):
-                return None
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return width, height
-        if marker == 0xDA or length < 2:  # scan data before any frame header
-            return None
-        pos += 2 + length
     return None
 
 
