@@ -1,7 +1,7 @@
-"""Pairing messages by header stamp and keeping only the newest frame, without ROS.
+"""Pairing messages by header stamp, without ROS.
 
-message_filters is not always installed, and the node only needs two small things: find the
-CameraInfo / LiDAR cloud that belongs to an image, and hand the worker the newest image.
+message_filters is not always installed, and the node only needs to find the CameraInfo /
+LiDAR cloud that belongs to an image (the newest-frame slots per camera live in multicam).
 """
 
 from __future__ import annotations
@@ -49,39 +49,3 @@ class StampBuffer(Generic[T]):
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
-
-
-class LatestSlot(Generic[T]):
-    """A one-item mailbox: ``put`` replaces what the worker has not taken yet (a drop).
-
-    Callbacks never block on the worker, and the worker always gets the newest frame.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: T | None = None
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item: T) -> None:
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float | None = None) -> T | None:
-        """The newest item, waiting up to ``timeout``; None when closed or timed out."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
-            item, self._item = self._item, None
-            return None if self._closed else item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
