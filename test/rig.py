@@ -117,12 +117,14 @@ class Rig:
                                          for p in self.image_pubs.values())
                              and all(p.get_subscription_count() > 0 for p in publishers)
                              and self.inputs_match()), "no discovery"
+        time.sleep(0.3)  # the publishers' writers discover the re-created readers too
 
     def inputs_match(self) -> bool:
         """The node's inputs have re-subscribed to match the rig's reliable publishers."""
         if self.node_under_test._params.get("input_qos", "auto") != "auto":
             return True
         return all(sub.choice is not None and sub.choice.reliability == "reliable"
+                   and sub.publisher_count() > 0
                    for cam in self._cameras
                    for sub in self.node_under_test.stream(cam).inputs.values())
 
