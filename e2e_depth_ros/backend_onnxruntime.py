@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from e2e_depth_ros.errors import InputImageError
-from e2e_depth_ros.stages import STAGES, Manifest
+from e2e_depth_ros.stages import STAGES, ExportedStages
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _CPU = "CPUExecutionProvider"
@@ -128,19 +128,12 @@ def open_backend(device: str, precision: str, *, threads: int = 0,
     return OnnxRuntimeBackend(device, precision, threads=threads, cache_dir=cache_dir)
 
 
-class OnnxRuntimeStages:
+class OnnxRuntimeStages(ExportedStages):
     """One exported model's three stages as ONNX Runtime sessions (a ``StageRunner``)."""
 
-    batch_decode = False
-
     def __init__(self, name: str, folder: Path, backend: OnnxRuntimeBackend) -> None:
-        self.name = name
-        self.folder = folder
-        self.manifest = Manifest.load(folder)
-        self.scaling_factor = self.manifest.scaling_factor
-        self.x0_coefficient = self.manifest.x0_coefficient
-        self.vae_key = self.manifest.vae_digest
-        self.sessions = {s: backend.session(folder / self.manifest.files[s]) for s in STAGES}
+        super().__init__(name, folder)
+        self.sessions = {s: backend.session(self.stage_path(s)) for s in STAGES}
 
     def _run(self, stage: str, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().cpu().float().contiguous().numpy()

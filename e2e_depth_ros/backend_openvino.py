@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from e2e_depth_ros.errors import InputImageError
-from e2e_depth_ros.stages import STAGES, Manifest
+from e2e_depth_ros.stages import STAGES, ExportedStages
 
 _HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 _CAPABILITY = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16"}
@@ -96,21 +96,13 @@ def open_backend(device: str, precision: str, *, threads: int = 0,
     return OpenVINOBackend(device, precision, threads=threads, cache_dir=cache_dir)
 
 
-class OpenVINOStages:
+class OpenVINOStages(ExportedStages):
     """One exported model's three stages compiled by OpenVINO (a ``StageRunner``)."""
 
-    batch_decode = False
-
     def __init__(self, name: str, folder: Path, backend: OpenVINOBackend) -> None:
-        self.name = name
-        self.folder = folder
+        super().__init__(name, folder)
         self.backend = backend
-        self.manifest = Manifest.load(folder)
-        self.scaling_factor = self.manifest.scaling_factor
-        self.x0_coefficient = self.manifest.x0_coefficient
-        self.vae_key = self.manifest.vae_digest
-        self.models = {s: backend.core.read_model(str(folder / self.manifest.files[s]))
-                       for s in STAGES}
+        self.models = {s: backend.core.read_model(str(self.stage_path(s))) for s in STAGES}
         self.compiled: dict[tuple, object] = {}  # (stage, input shape) -> compiled model
         if self.manifest.size is not None:  # static: compile now, not at the first frame
             for stage in STAGES:

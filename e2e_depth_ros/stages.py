@@ -128,3 +128,21 @@ class StageRunner(Protocol):
     def denoise(self, latent: "torch.Tensor") -> "torch.Tensor": ...
 
     def decode(self, latent: "torch.Tensor") -> "torch.Tensor": ...
+
+
+class ExportedStages:
+    """What every runner of an export folder reads from its manifest (a base class)."""
+
+    batch_decode = False
+
+    def __init__(self, name: str, folder: Path) -> None:
+        self.name = name
+        self.folder = folder
+        self.manifest = Manifest.load(folder)
+        self.scaling_factor = self.manifest.scaling_factor
+        self.x0_coefficient = self.manifest.x0_coefficient
+        self.vae_key = self.manifest.vae_digest
+
+    def stage_path(self, stage: str) -> Path:
+        """The file of one stage (encoder, unet, decoder) in the export folder."""
+        return self.folder / self.manifest.files[stage]
