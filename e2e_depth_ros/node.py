@@ -59,6 +59,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 NODE_NAME = "e2e_depth_node"
 THROTTLE_S = 5.0  # per kind of problem
 NAME_CHECK_DELAY_S = 1.0  # discovery time before looking for a namesake on the graph
+INFO_WAIT_S = 0.05  # longest wait for a camera_info published with its image but not yet here
 # Inputs: reliability matched to the publishers (input_qos); keep last 1 image (newest frame
 # only), 5 camera_info / LiDAR messages (paired by stamp).
 IMAGE_DEPTH, SENSOR_DEPTH = 1, 5
@@ -557,7 +558,7 @@ class DepthNode(Node):
         p = self._params
         needs = needs_for(wanted, points_rgb=bool(p["points_color"]),
                           points_normals=bool(p["points_normals"]))
-        info = stream.camera_infos.match(stamp_ns, int(p["camera_info_tolerance"] * 1e9))
+        info = self._matching_info(stream, stamp_ns)
         camera = self._camera(stream, info, rgb.shape[1], rgb.shape[0])
         if camera is None:
             info = None  # never republish a camera_info that does not describe this image
@@ -584,6 +585,23 @@ class DepthNode(Node):
         stats.health.output.add(time.monotonic())
         now_ns = self.get_clock().now().nanoseconds
         stats.latency = (now_ns - job.stamp_ns) * 1e-9
+
+    def _matching_info(self, stream: Stream, stamp_ns: int):
+        """The camera_info of this image stamp, waiting briefly for one still in flight.
+
+        A driver publishes camera_info and image together and the executor may hand over
+        the image first; a camera whose infos lag behind this stamp gets INFO_WAIT_S to
+        deliver it. A camera without camera_info, or one already past this stamp, does not.
+        """
+        tolerance = int(self._params["camera_info_tolerance"] * 1e9)
+        deadline = time.monotonic() + INFO_WAIT_S
+        while True:
+            info = stream.camera_infos.match(stamp_ns, tolerance)
+            newest = stream.camera_infos.newest_stamp()
+            if (info is not None or newest is None or newest >= stamp_ns
+                    or time.monotonic() >= deadline or self._closing):
+                return info
+            time.sleep(0.002)
 
     def _camera(self, stream: Stream, info, width: int, height: int):
         """The pinhole camera of this image, or None (bad camera_info is counted and warned)."""

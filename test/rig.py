@@ -180,14 +180,28 @@ class Rig:
         """
         cam = self._first if cam is None else cam
         if camera is not None:
-            self.info_pubs[cam].publish(camera_info(camera, stamp_ns, frame_id))
+            self.publish_info(camera_info(camera, stamp_ns, frame_id), cam)
         if lidar is not None:
             self.lidar_pubs[cam].publish(lidar_cloud(lidar, stamp_ns, lidar_frame))
-        if camera is not None or lidar is not None:
-            time.sleep(0.05)
+            self._wait_received(self.node_under_test.stream(cam).clouds, stamp_ns)
         if image is None:
             image = messages.build_image(Image, header(stamp_ns, frame_id), rgb, "rgb8")
         self.image_pubs[cam].publish(image)
+
+    def publish_info(self, info, cam: str | None = None) -> None:
+        """Publish a camera_info and wait until the node holds it, so an image can follow.
+
+        Under load the node's executor may take the image before a camera_info that was
+        published earlier: a test must not depend on that ordering.
+        """
+        cam = self._first if cam is None else cam
+        self.info_pubs[cam].publish(info)
+        self._wait_received(self.node_under_test.stream(cam).camera_infos,
+                            info.header.stamp.sec * 1_000_000_000 + info.header.stamp.nanosec)
+
+    def _wait_received(self, buffer, stamp_ns: int) -> None:
+        if not self.wait_for(lambda: buffer.match(stamp_ns, 0) is not None, timeout=5.0):
+            raise AssertionError(f"the node never received the message stamped {stamp_ns}")
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)

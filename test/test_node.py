@@ -229,8 +229,7 @@ def test_unusable_camera_info_skips_the_cloud_and_metric_pair_but_not_relative_d
     info = camera_info(CAMERA, T0)
     for key, value in info_change.items():
         setattr(info, key, value)
-    rig.info_pub.publish(info)
-    time.sleep(0.05)
+    rig.publish_info(info)
     rig.send(image(8), T0)
     assert rig.wait_for(lambda: rig.received["depth/relative"])
     time.sleep(0.3)

@@ -210,8 +210,7 @@ def test_bad_camera_info_is_counted_and_never_republished(estimator, rigs, chang
     info = camera_info(CAMERA, T0)
     for key, value in change.items():
         setattr(info, key, value)
-    rig.info_pub.publish(info)
-    time.sleep(0.1)
+    rig.publish_info(info)
     rig.send(image(4), T0)
     assert rig.wait_for(lambda: rig.received["depth/relative"])
     diag = last_diag(rig, lambda d: d["frames_bad_input"] == "1")
@@ -235,8 +234,7 @@ def test_four_different_bad_inputs_in_three_seconds_log_four_lines(estimator, ri
         time.sleep(0.3)
     info = camera_info(CAMERA, T0 + 2)
     info.p = [1e-30] * 12
-    rig.info_pub.publish(info)
-    time.sleep(0.1)
+    rig.publish_info(info)
     rig.send(image(5), T0 + 2)  # with an implausible camera_info
     assert rig.wait_for(lambda: int(rig.node_under_test.stats.bad_input) == 4)
     for msg in bad[:2]:  # the same kinds again: throttled

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import time
 
 import numpy as np
 import pytest
@@ -57,3 +58,30 @@ def test_camera_info_sent_together_with_its_image_pairs_every_frame(rig):
     assert rig.wait_for(lambda: len(rig.stamps("depth/camera_info")) == len(stamps))
     assert sorted(rig.stamps("depth/image")) == sorted(rig.stamps("depth/camera_info")) \
         == stamps
+
+
+def test_camera_info_arriving_just_after_its_image_still_pairs(rig, monkeypatch):
+    import e2e_depth_ros.node as node_module
+
+    rig.send(_image(0), T0, camera=CAMERA)  # the camera is known to publish camera_info
+    assert rig.wait_for(lambda: T0 in rig.stamps("depth/camera_info"))
+    monkeypatch.setattr(node_module, "INFO_WAIT_S", 2.0)  # room for a loaded machine
+    late = T0 + 10**8
+    rig.send(_image(1), late)
+    time.sleep(0.2)  # the image is in the node's hands, its camera_info not yet sent
+    rig.info_pub.publish(camera_info(CAMERA, late))
+    assert rig.wait_for(lambda: late in rig.stamps("depth/camera_info")
+                        and late in rig.stamps("depth/image"))
+
+
+@pytest.mark.parametrize("with_info_before", [False, True], ids=["never-any", "newer-one"])
+def test_no_wait_for_a_camera_info_that_is_not_coming(rig, monkeypatch, with_info_before):
+    import e2e_depth_ros.node as node_module
+
+    monkeypatch.setattr(node_module, "INFO_WAIT_S", 60.0)  # a wait would fail the test
+    if with_info_before:  # its newest camera_info is already newer than the next image
+        rig.send(_image(0), T0 + 10**9, camera=CAMERA)
+        assert rig.wait_for(lambda: T0 + 10**9 in rig.stamps("depth/camera_info"))
+    rig.send(_image(1), T0)
+    assert rig.wait_for(lambda: T0 in rig.stamps("depth/relative"), timeout=10.0)
+    assert T0 not in rig.stamps("depth/camera_info")
