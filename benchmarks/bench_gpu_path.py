@@ -1,5 +1,8 @@
 """The GPU torch path: first frame after warm-up vs steady state, depth and depth+normals.
 
+Then the whole frame (model, metric map, cloud, the three pictures) finished on the device
+with one pinned copy back, against the same frame finished in numpy.
+
 Run on a CUDA machine (under 8 minutes on an H200):
 ``python benchmarks/bench_gpu_path.py --size real --device cuda [--compile] [--cuda-graphs]``.
 Targets at 768x576 fp16: depth <= 20 ms/frame after warm-up, depth+normals <= 33 ms, the
@@ -22,6 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from bench_backends import ensure_checkpoint  # noqa: E402
 
 from e2e_depth_ros.estimator import Estimator, quiet_model_libraries  # noqa: E402
+from e2e_depth_ros.geometry import PinholeCamera  # noqa: E402
+from e2e_depth_ros.outputs import OUTPUTS, PICTURES, needs_for  # noqa: E402
+from e2e_depth_ros.processing import FrameProcessor, ProcessingConfig  # noqa: E402
 
 
 def frame_ms(est: Estimator, image: np.ndarray, normals: bool) -> float:
@@ -30,6 +36,28 @@ def frame_ms(est: Estimator, image: np.ndarray, normals: bool) -> float:
     start = time.perf_counter()
     est.predict(image, normals=normals)  # returns numpy: the copy back is included
     return (time.perf_counter() - start) * 1e3
+
+
+def pipeline_ms(proc: FrameProcessor, image: np.ndarray, camera: PinholeCamera) -> float:
+    """One frame to every output's array, pictures included (drawn here when not on the
+    device, as the node's message builders would)."""
+    needs = needs_for(OUTPUTS, points_normals=True)
+    if proc.estimator.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = proc.process(image, 0.0, camera=camera, needs=needs)
+    for output in OUTPUTS:
+        if output.key in PICTURES and output.key not in result.pictures:
+            field = {"depth_vis": "relative", "normals_vis": "normals"}.get(output.key, "metric")
+            _draw(output.key, getattr(result, field))
+    return (time.perf_counter() - start) * 1e3
+
+
+def _draw(key: str, array: np.ndarray) -> np.ndarray:
+    from e2e_depth_ros import messages, outputs
+
+    return {"depth_vis": messages.colorize_depth, "normals_vis": messages.normals_to_rgb8,
+            "depth_mm": outputs._millimetres}[key](array)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"depth:          {statistics.median(only):8.1f} ms/frame (median of {args.frames})")
     print(f"depth+normals:  {steady:8.1f} ms/frame")
     print(f"first frame after warm-up: {first:.1f} ms = {first / steady:.2f}x steady state")
+    camera = PinholeCamera(768, 576, fx=600.0, fy=600.0, cx=383.5, cy=287.5)
+    config = ProcessingConfig(fixed_scale=10.0, fixed_shift=0.5)
+    for on_device in (False, True):
+        proc = FrameProcessor(est, config, on_device=on_device)
+        pipeline_ms(proc, image, camera)
+        times = [pipeline_ms(proc, image, camera) for _ in range(args.frames)]
+        where = "on the device, one pinned copy" if on_device else "numpy after the copy"
+        print(f"whole frame, every output ({where}): {statistics.median(times):8.1f} ms")
     return 0
 
 

@@ -398,10 +398,13 @@ class Estimator:
         finally:
             self._warm_shape, self._warm_input, self._rewarm = shape, (height, width), True
 
-    def predict(self, rgb: np.ndarray, *, depth: bool = True, normals: bool = True) -> Prediction:
+    def predict(self, rgb: np.ndarray, *, depth: bool = True, normals: bool = True,
+                on_device: bool = False) -> Prediction:
         """Depth and/or normals for a uint8 RGB image (H, W, 3) or batch (N, H, W, 3).
 
         ``depth`` / ``normals`` = False skip a loaded model for this call (nobody listens).
+        ``on_device``: the outputs stay torch tensors on the model's device (same shapes
+        and values), for post-processing there (``device_finish``) without a copy back.
         """
         batch = self._check_input(rgb)
         size = tuple(batch.shape[1:3])
@@ -418,15 +421,25 @@ class Estimator:
             decoded = self._decode_all(want, x0)
             depth_out = normals_out = None
             if "depth" in decoded:
-                depth_out = self._depth_from_decoded(decoded["depth"], size).cpu().numpy()
+                depth_out = self._depth_from_decoded(decoded["depth"], size)
             if "normals" in decoded:
-                n = self._normals_from_decoded(decoded["normals"], size).cpu().numpy()
-                normals_out = normals_to_optical(n, self.normals_convention)
+                normals_out = self._to_optical(self._normals_from_decoded(decoded["normals"],
+                                                                          size))
+        if not on_device:
+            depth_out = None if depth_out is None else depth_out.cpu().numpy()
+            normals_out = None if normals_out is None else normals_out.cpu().numpy()
         single = rgb.ndim == 3
         return Prediction(
             depth=None if depth_out is None else (depth_out[0] if single else depth_out),
             normals=None if normals_out is None else (normals_out[0] if single else normals_out),
         )
+
+    def _to_optical(self, normals: torch.Tensor) -> torch.Tensor:
+        """``geometry.normals_to_optical`` on the device (a sign flip per axis)."""
+        if self.normals_convention == "e2e_ft":
+            return -normals
+        flip = np.sign(normals_to_optical(np.ones(3, np.float32), self.normals_convention))
+        return normals * normals.new_tensor(flip)
 
     def _decode_all(self, runners: list[StageRunner], x0: dict) -> dict[str, torch.Tensor]:
         """Decode every requested latent; one batched decode when the VAE is shared on a GPU.

@@ -45,11 +45,19 @@ class Output:
     paired_with: str = ""  # the node publishes it only when this output's message exists too
 
 
-def _image(field: str, encoding: str, convert: Callable[[np.ndarray], np.ndarray] | None = None
-           ) -> Builder:
+def _image(field: str, encoding: str, convert: Callable[[np.ndarray], np.ndarray] | None = None,
+           picture: str = "") -> Builder:
+    """A builder of one Image from ``result.<field>``, through ``convert`` when given.
+
+    ``picture``: the output's key, whose converted array ``result.pictures`` may already hold
+    (drawn on the model's device, ``device_finish``).
+    """
     def build(types: Types, header: Any, info: Any, result: FrameResult) -> Any:
         from e2e_depth_ros import messages
 
+        drawn = result.pictures.get(picture) if picture else None
+        if drawn is not None:
+            return messages.build_image(types[IMAGE], header, drawn, encoding)
         array = getattr(result, field)
         if array is None:
             return None
@@ -109,21 +117,22 @@ OUTPUTS: tuple[Output, ...] = (
            _depth_info, "Publish metric depth/image + depth/camera_info",
            paired_with="depth"),
     Output("depth_mm", "depth/image_mm", IMAGE, "publish_depth_mm", "metric",
-           _image("metric", "16UC1", _millimetres),
+           _image("metric", "16UC1", _millimetres, "depth_mm"),
            "Publish depth/image_mm (16UC1 millimetres, 0 = invalid) for consumers that "
            "take depth_image_proc's integer format", default=False, recorded=False),
     Output("depth_vis", "depth/image_vis", IMAGE, "publish_depth_vis", "relative",
-           _image("relative", "bgr8", _colorize_depth),
+           _image("relative", "bgr8", _colorize_depth, "depth_vis"),
            "Publish depth/image_vis (bgr8)", recorded=False),
     Output("normals", "normals/image", IMAGE, "publish_normals", "normals",
            _image("normals", "32FC3"),
            "Publish normals/image (32FC3)"),
     Output("normals_vis", "normals/image_vis", IMAGE, "publish_normals_vis", "normals",
-           _image("normals", "rgb8", _normals_rgb8),
+           _image("normals", "rgb8", _normals_rgb8, "normals_vis"),
            "Publish normals/image_vis (rgb8)", recorded=False),
     Output("points", "points", POINTCLOUD, "publish_points", "points", _points,
            "Publish the organized point cloud `points`"),
 )
+PICTURES = ("depth_vis", "normals_vis", "depth_mm")  # drawn on the device on the GPU path
 BY_KEY: dict[str, Output] = {output.key: output for output in OUTPUTS}
 RECORDED: tuple[Output, ...] = tuple(o for o in OUTPUTS if o.recorded)
 assert all(o.needs in NEEDS for o in OUTPUTS), "an output needs an unknown Needs field"
@@ -142,9 +151,11 @@ def needs_for(wanted: Iterable[Output], *, points_rgb: bool = True,
     """What must be computed so that the ``wanted`` outputs can be built."""
     from e2e_depth_ros.processing import Needs
 
+    wanted = list(wanted)
     fields = {output.needs for output in wanted}
     return Needs(**{name: name in fields for name in NEEDS}, points_rgb=points_rgb,
-                 points_normals=points_normals)
+                 points_normals=points_normals,
+                 pictures=tuple(o.key for o in wanted if o.key in PICTURES))
 
 
 def topic(output: Output, prefix: str = "") -> str:

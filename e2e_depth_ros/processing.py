@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from e2e_depth_ros.geometry import PinholeCamera, unproject_depth
-from e2e_depth_ros.scale import ScaleFilter, ScaleFit, ScaleState, fit_depth_to_lidar
+from e2e_depth_ros.scale import ScaleFilter, ScaleFit, ScaleState, fit_samples, lidar_pixels
 
 from e2e_depth_ros.depth_model import ItemPrediction
 
@@ -52,6 +52,7 @@ class Needs:
     points: bool = True
     points_rgb: bool = True
     points_normals: bool = False
+    pictures: tuple[str, ...] = ()  # output keys drawn with the arrays (device_finish)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class FrameResult:
     scale_state: ScaleState | None = None  # the LiDAR filter after this frame
     fit: ScaleFit | None = None  # this frame's own LiDAR fit, before smoothing
     notes: list[str] = field(default_factory=list)  # why an output was skipped
+    pictures: dict[str, np.ndarray] = field(default_factory=dict)  # drawn on the device
 
 
 def _empty_metric_note(metric: np.ndarray, cfg: ProcessingConfig) -> str:
@@ -116,10 +118,20 @@ class Frame:
 class FrameProcessor:
     """Owns the model and one LiDAR scale filter per stream; turns frames into output arrays."""
 
-    def __init__(self, estimator: DepthModel, config: ProcessingConfig | None = None) -> None:
+    def __init__(self, estimator: DepthModel, config: ProcessingConfig | None = None, *,
+                 on_device: bool | None = None) -> None:
+        """``on_device``: finish frames on the model's device (``device_finish``); None
+        does so when the model runs on CUDA, where it saves the copies and the CPU work."""
         self.estimator = estimator
         self.config = config or ProcessingConfig()
         self._filters: dict[str, ScaleFilter] = {}
+        if on_device is None:
+            on_device = getattr(getattr(estimator, "device", None), "type", None) == "cuda"
+        self.finisher = None
+        if on_device:
+            from e2e_depth_ros.device_finish import DeviceFinisher
+
+            self.finisher = DeviceFinisher(estimator.device)
 
     @staticmethod
     def _make_filter(config: ProcessingConfig) -> ScaleFilter:
@@ -207,12 +219,13 @@ class FrameProcessor:
             members = [frames[i] for i in indices]
             depth = any(f.wants_depth for f in members)
             normals = any(f.wants_normals for f in members)
+            keep = {"on_device": True} if self.finisher is not None else {}
             if len(members) == 1:
                 out[indices[0]] = self.estimator.predict(members[0].rgb, depth=depth,
-                                                         normals=normals)
+                                                         normals=normals, **keep)
                 continue
             batch = np.stack([f.rgb for f in members])  # (N, H, W, 3)
-            pred = self.estimator.predict(batch, depth=depth, normals=normals)
+            pred = self.estimator.predict(batch, depth=depth, normals=normals, **keep)
             for item, i in enumerate(indices):
                 out[i] = ItemPrediction(
                     depth=None if pred.depth is None else pred.depth[item],
@@ -231,13 +244,18 @@ class FrameProcessor:
             )
             camera = None
         want_metric = needs.metric or needs.points
+        if self.finisher is not None and not isinstance(pred.depth, np.ndarray) \
+                and not isinstance(pred.normals, np.ndarray):
+            return self._finish_on_device(frame, pred, result, camera)
         result.relative = pred.depth if frame.wants_depth else None
         result.normals = pred.normals if frame.wants_normals else None
         if result.relative is None:
             return result
 
-        scale, shift = self._scale(result, result.relative, frame.stamp, camera,
-                                   frame.lidar_points, frame.stream)
+        relative = result.relative
+        scale, shift = self._scale(result, lambda index: relative.reshape(-1)[index],
+                                   relative.shape, frame.stamp, camera, frame.lidar_points,
+                                   frame.stream)
         if scale is None or not want_metric:
             return result
         metric = (np.float32(scale) * result.relative + np.float32(shift)).astype(np.float32)
@@ -258,22 +276,62 @@ class FrameProcessor:
                 self._cloud(result, rgb, camera, needs)
         return result
 
-    def _scale(self, result: FrameResult, relative: np.ndarray, stamp: float,
+    def _finish_on_device(self, frame: Frame, pred, result: FrameResult,
+                          camera: PinholeCamera | None) -> FrameResult:
+        """``finish`` with the model's tensors: computed on the device, one copy back."""
+        cfg, needs = self.config, frame.needs
+        relative = pred.depth if frame.wants_depth else None
+        normals = pred.normals if frame.wants_normals else None
+        scale = shift = None
+        if relative is not None:
+            scale, shift = self._scale(
+                result, lambda index: self.finisher.samples(relative, index),
+                tuple(relative.shape), frame.stamp, camera, frame.lidar_points, frame.stream)
+        if not (needs.metric or needs.points):
+            scale = None
+        arrays = self.finisher.finish(
+            relative, normals, keep_relative=needs.relative, keep_normals=True,
+            scale=scale, shift=shift or 0.0, min_depth=cfg.min_depth, max_depth=cfg.max_depth,
+            camera=camera if needs.points else None, decimation=cfg.points_decimation,
+            points_normals=needs.points_normals, pictures=needs.pictures)
+        result.relative, result.normals = arrays.relative, arrays.normals
+        result.metric, result.points = arrays.metric, arrays.points
+        result.points_normals, result.pictures = arrays.points_normals, arrays.pictures or {}
+        if result.metric is not None and np.isnan(result.metric).all():
+            result.notes.append(_empty_metric_note(
+                np.float32(scale) * pred.depth.cpu().numpy() + np.float32(shift), cfg))
+        if scale is not None and needs.points:
+            if camera is None:
+                result.notes.append("no usable camera_info: no point cloud")
+            elif needs.points_rgb:
+                step = max(int(cfg.points_decimation), 1)
+                result.points_rgb = np.ascontiguousarray(frame.rgb[::step, ::step])
+        return result
+
+    def _scale(self, result: FrameResult, values_at, shape: tuple[int, int], stamp: float,
                camera: PinholeCamera | None, lidar_points: np.ndarray | None, stream: str
                ) -> tuple[float | None, float | None]:
-        """(scale, shift) of this frame: the user's fixed map, else the LiDAR filter."""
+        """(scale, shift) of this frame: the user's fixed map, else the LiDAR filter.
+
+        ``values_at(flat_index)``: the relative depth at those pixels (the map itself may
+        stay on the model's device).
+        """
         cfg = self.config
         if cfg.fixed_scale > 0:
             result.scale_source = "fixed"
             return cfg.fixed_scale, cfg.fixed_shift
         if lidar_points is not None and camera is not None:
-            result.fit = fit_depth_to_lidar(
-                relative, lidar_points, camera.projection,
-                min_range=cfg.lidar_min_range, min_points=cfg.lidar_min_points,
-                min_inlier_ratio=cfg.lidar_min_inlier_ratio,
-                inlier_threshold=cfg.lidar_inlier_threshold,
-                min_depth_span=cfg.lidar_min_depth_span,
-            )
+            pixels = lidar_pixels(lidar_points, camera.projection, shape,
+                                  min_range=cfg.lidar_min_range)
+            if isinstance(pixels, ScaleFit):
+                result.fit = pixels
+            else:
+                index, z = pixels
+                result.fit = fit_samples(
+                    values_at(index), z, min_points=cfg.lidar_min_points,
+                    min_inlier_ratio=cfg.lidar_min_inlier_ratio,
+                    inlier_threshold=cfg.lidar_inlier_threshold,
+                    min_depth_span=cfg.lidar_min_depth_span)
             result.scale_state = self.filter_for(stream).update(result.fit, stamp)
         else:
             result.scale_state = self.filter_for(stream).state(stamp)

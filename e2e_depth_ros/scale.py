@@ -57,6 +57,10 @@ def _check_arguments(relative: np.ndarray, points_cam: np.ndarray, P: np.ndarray
         raise ScaleFitError(f"relative must be a non-empty (H, W) array, got {shape}")
     if not np.issubdtype(relative.dtype, np.floating):
         raise ScaleFitError(f"relative must be floating point, got {relative.dtype}")
+    _check_points(points_cam, P)
+
+
+def _check_points(points_cam: np.ndarray, P: np.ndarray) -> None:
     points = np.asarray(points_cam)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ScaleFitError(f"points_cam must be (N, 3), got {points.shape}")
@@ -64,6 +68,14 @@ def _check_arguments(relative: np.ndarray, points_cam: np.ndarray, P: np.ndarray
         raise ScaleFitError(f"points_cam must be numeric, got {points.dtype}")
     if np.asarray(P).size != 12:
         raise ScaleFitError(f"P must be a (3, 4) projection, got shape {np.shape(P)}")
+
+
+def _check_options(min_points: int, iterations: int, inlier_threshold: float) -> None:
+    if min_points < 2 or iterations < 1 or inlier_threshold <= 0:
+        raise ScaleFitError(
+            f"need min_points >= 2, iterations >= 1, inlier_threshold > 0; got "
+            f"{min_points}, {iterations}, {inlier_threshold}"
+        )
 
 
 def _zbuffer(points: np.ndarray, P: np.ndarray, shape: tuple[int, int],
@@ -188,23 +200,49 @@ def fit_depth_to_lidar(
     spans less than ``min_depth_span`` (0.05: the far end at least 5 % beyond the near end).
     """
     _check_arguments(relative, points_cam, P)
-    if min_points < 2 or iterations < 1 or inlier_threshold <= 0:
-        raise ScaleFitError(
-            f"need min_points >= 2, iterations >= 1, inlier_threshold > 0; got "
-            f"{min_points}, {iterations}, {inlier_threshold}"
-        )
+    _check_options(min_points, iterations, inlier_threshold)
+    pixels = lidar_pixels(points_cam, P, relative.shape, min_range=min_range,
+                          edge_window=edge_window, edge_margin=edge_margin)
+    if isinstance(pixels, ScaleFit):
+        return pixels
+    index, z = pixels
+    return fit_samples(relative.reshape(-1)[index], z, min_points=min_points,
+                       min_inlier_ratio=min_inlier_ratio, inlier_threshold=inlier_threshold,
+                       iterations=iterations, seed=seed, min_depth_span=min_depth_span)
+
+
+def lidar_pixels(points_cam: np.ndarray, P: np.ndarray, shape: tuple[int, int], *,
+                 min_range: float = 0.1, edge_window: int = 5, edge_margin: float = 0.1
+                 ) -> tuple[np.ndarray, np.ndarray] | ScaleFit:
+    """The image pixels (flat row-major indices) a fit may use and their LiDAR depth.
+
+    The first steps of ``fit_depth_to_lidar``, which need no depth map: so the map can stay
+    on the model's device and only these pixels' values come back. A refused ScaleFit when
+    no point is in front of the camera.
+    """
+    _check_points(points_cam, P)
     points = np.asarray(points_cam, dtype=np.float64)
     if points.shape[0] == 0:
         return _refused("empty LiDAR cloud")
-    zbuf, n_front = _zbuffer(points, P, relative.shape, min_range)
+    zbuf, n_front = _zbuffer(points, P, shape, min_range)
     if n_front == 0:
         return _refused(f"no LiDAR point in front of the camera (z > {min_range} m) "
                         f"of {points.shape[0]}")
     nearest = _local_minimum(zbuf, edge_window)
     keep = np.isfinite(zbuf) & (zbuf <= nearest * np.float32(1.0 + edge_margin))
-    keep &= np.isfinite(relative)
-    rel = relative[keep].astype(np.float64)
-    z = zbuf[keep].astype(np.float64)
+    index = np.flatnonzero(keep)
+    return index, zbuf.reshape(-1)[index]
+
+
+def fit_samples(relative: np.ndarray, z: np.ndarray, *, min_points: int = 10,
+                min_inlier_ratio: float = 0.3, inlier_threshold: float = 0.05,
+                iterations: int = 200, seed: int = 0, min_depth_span: float = 0.05
+                ) -> ScaleFit:
+    """The fit of ``fit_depth_to_lidar`` on the relative depth at ``lidar_pixels``."""
+    _check_options(min_points, iterations, inlier_threshold)
+    finite = np.isfinite(relative)
+    rel = np.asarray(relative, dtype=np.float64)[finite]
+    z = np.asarray(z, dtype=np.float64)[finite]
     candidates = rel.size
     if candidates < min_points:
         return _refused(f"{candidates} valid LiDAR points in the image, need >= {min_points}",

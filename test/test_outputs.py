@@ -52,7 +52,7 @@ def test_outputs_sharing_an_enabling_parameter_declare_it_once():
 def test_needs_follow_the_wanted_outputs_only():
     needs = needs_for([BY_KEY["depth_vis"]], points_rgb=False)
     assert needs == Needs(relative=True, normals=False, metric=False, points=False,
-                          points_rgb=False)
+                          points_rgb=False, pictures=("depth_vis",))
     assert needs_for([BY_KEY["points"], BY_KEY["normals"]]).points
 
 
