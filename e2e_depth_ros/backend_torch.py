@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from e2e_depth_ros.errors import CheckpointError
+from e2e_depth_ros.subpixel import use_subpixel_upsampling
 
 _SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
 # x0 from a model output when the noisy latent z_t is zero (docs/inference.md step 7), per
@@ -66,6 +67,7 @@ class DecoderStage(torch.nn.Module):
     def __init__(self, vae: torch.nn.Module) -> None:
         super().__init__()
         self.post_quant_conv = vae.post_quant_conv
+        use_subpixel_upsampling(vae.decoder)  # the same values with 4/9 of those convs' work
         self.decoder = vae.decoder
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,9 @@ from e2e_depth_ros.stages import MANIFEST, STAGES, Manifest
 
 FORMATS = ("onnx", "openvino")
 OPSET = 17
+# Bumped when the traced graphs change (2: sub-pixel upsampling in the decoder), so cached
+# conversions made by an older version are made again; older export folders still load.
+GRAPH_REVISION = 2
 # A dynamic export is traced at a size whose latent is not a multiple of 8, so the UNet's
 # shape-dependent upsampling is what the graph records: then every size runs, odd or not.
 _DYNAMIC_EXAMPLE = (88, 120)  # image (h, w) -> latent 11 x 15
@@ -156,7 +159,7 @@ def checkpoint_key(checkpoint: str, fmt: str) -> str:
     from e2e_depth_ros.stages import MANIFEST_VERSION
 
     root = Path(checkpoint).expanduser().resolve()
-    digest = hashlib.sha256(f"{root}|{fmt}|{OPSET}|{MANIFEST_VERSION}".encode())
+    digest = hashlib.sha256(f"{root}|{fmt}|{OPSET}|{MANIFEST_VERSION}|{GRAPH_REVISION}".encode())
     for path in sorted(root.rglob("*")):
         if path.is_file():
             stat = path.stat()
