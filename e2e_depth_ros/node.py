@@ -591,16 +591,23 @@ class DepthNode(Node):
 
         A driver publishes camera_info and image together and the executor may hand over
         the image first; a camera whose infos lag behind this stamp gets INFO_WAIT_S to
-        deliver it. A camera without camera_info, or one already past this stamp, does not.
+        deliver it. A camera without camera_info, or one already past this stamp, does not;
+        nor does one whose last wait was in vain (camera_info at a lower rate than images)
+        until a camera_info matches again.
         """
         tolerance = int(self._params["camera_info_tolerance"] * 1e9)
-        deadline = time.monotonic() + INFO_WAIT_S
+        deadline = time.monotonic() + (INFO_WAIT_S if stream.info_in_step else 0.0)
         while True:
             info = stream.camera_infos.match(stamp_ns, tolerance)
             newest = stream.camera_infos.newest_stamp()
-            if (info is not None or newest is None or newest >= stamp_ns
-                    or time.monotonic() >= deadline or self._closing):
+            if info is not None:
+                stream.info_in_step = True
                 return info
+            if newest is None or newest >= stamp_ns or self._closing:
+                return None
+            if time.monotonic() >= deadline:
+                stream.info_in_step = False
+                return None
             time.sleep(0.002)
 
     def _camera(self, stream: Stream, info, width: int, height: int):

@@ -58,6 +58,7 @@ class Stream:
         self.stamps = input_checks.StampCheck()
         self.said_once: set[str] = set()
         self.camera_infos: StampBuffer = StampBuffer(size=30)
+        self.info_in_step = True  # its camera_info has come with its images (worth a wait)
         self.clouds: StampBuffer = StampBuffer(size=10)
         self.stamp_rate = StampRateEstimator(window=100)  # the camera's rate and loss
         self.inputs: dict[str, MatchedSubscription] = {}

@@ -85,3 +85,20 @@ def test_no_wait_for_a_camera_info_that_is_not_coming(rig, monkeypatch, with_inf
     rig.send(_image(1), T0)
     assert rig.wait_for(lambda: T0 in rig.stamps("depth/relative"), timeout=10.0)
     assert T0 not in rig.stamps("depth/camera_info")
+
+
+def test_a_camera_info_slower_than_the_images_is_waited_for_once(rig, monkeypatch):
+    import e2e_depth_ros.node as node_module
+
+    monkeypatch.setattr(node_module, "INFO_WAIT_S", 3.0)
+    rig.send(_image(0), T0, camera=CAMERA)  # camera_info with this frame, not the next ones
+    assert rig.wait_for(lambda: T0 in rig.stamps("depth/camera_info"))
+    began = time.monotonic()
+    for i in range(1, 4):
+        stamp = T0 + i * 10**8
+        rig.send(_image(i), stamp)
+        assert rig.wait_for(lambda: stamp in rig.stamps("depth/relative"), timeout=15.0)
+    elapsed = time.monotonic() - began
+    # the first waited in vain (3 s); waiting for each would take 9 s
+    assert 3.0 <= elapsed < 6.0, elapsed
+    assert rig.stamps("depth/camera_info") == [T0]
