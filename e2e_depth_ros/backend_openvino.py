@@ -82,7 +82,20 @@ class OpenVINOBackend:
                 raise ValueError("threads applies to the CPU device only")
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         if self.cache_dir is not None:
-            self.core.set_property({"CACHE_DIR": str(self.cache_dir / "openvino")})
+            self.core.set_property({"CACHE_DIR": str(self.compiled_cache_dir)})
+
+    @property
+    def compiled_cache_dir(self) -> Path | None:
+        """Compiled models of this device, precision and thread count, apart from others.
+
+        OpenVINO's cache key does not include INFERENCE_PRECISION_HINT (2026.4): with one
+        shared folder, a bf16 run after an fp32 one loaded the fp32 blob and gave NaN (a
+        real-size UNet crashed), and fp32 after bf16 ran bf16 silently.
+        """
+        if self.cache_dir is None:
+            return None
+        threads = self.config.get("INFERENCE_NUM_THREADS", 0)
+        return self.cache_dir / "openvino" / f"{self.device}-{self.precision}-t{threads}"
 
     def load(self, model: str, name: str) -> "OpenVINOStages":
         from e2e_depth_ros.export import export_folder_for

@@ -235,6 +235,27 @@ def test_openvino_compiled_models_are_cached_and_reused_on_restart(exports, imag
     print(f"first construction + frame {first:.2f} s, from cache {second:.2f} s")
 
 
+def test_one_cache_serves_fp32_and_bf16_runs_without_mixing_them(
+        exports, image, reference, tmp_path):
+    # OpenVINO's own cache key ignores the precision hint: a bf16 run after an fp32 one in
+    # a shared folder loaded the fp32 blob (NaN depth; a crash at real size), and the
+    # other way round ran bf16 silently. Each precision gets its own folder.
+    pytest.importorskip("openvino")
+    if not _has_bf16():
+        pytest.skip("this CPU has no bf16")
+    shared = str(tmp_path / "cache")
+    for precision in ("fp32", "bf16", "fp32"):
+        est = _estimator(exports["depth"], None, backend="openvino", precision=precision,
+                         cache_dir=shared)
+        diff = np.abs(est.predict(image, normals=False).depth - reference[0].depth).max()
+        if precision == "fp32":
+            assert diff <= F32_DEPTH, diff
+        else:
+            assert 1e-4 < diff < BF16_DEPTH, diff
+    folders = sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
+    assert folders == ["CPU-bf16-t0", "CPU-fp32-t0"]
+
+
 def test_a_checkpoint_is_converted_once_then_loaded_from_the_cache(
         cache, tiny_depth, monkeypatch):
     pytest.importorskip("onnxruntime")
