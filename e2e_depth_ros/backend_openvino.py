@@ -1,6 +1,6 @@
 """The OpenVINO backend: exported stages on Intel CPUs and GPUs (docs/backends.md).
 
-fp32 by default; bf16 where the CPU supports it (AMX/AVX-512 BF16: ~4x faster than torch
+fp32 by default; bf16 where the CPU supports it (AMX/AVX-512 BF16: 5-7x faster than torch
 fp32 on such CPUs), refused with the reason elsewhere. Compiled models are cached on disk
 (``CACHE_DIR``), so a restart does not compile again. A dynamic export is compiled once per
 processing shape (static shapes run fastest on CPUs). Needs ``openvino``, not diffusers.

@@ -205,6 +205,6 @@ class Rig:
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=2.0)  # spin has returned: no callback sees a destroyed node
         self.node_under_test.destroy_node()
         self.peer.destroy_node()
-        self._thread.join(timeout=2.0)
