@@ -227,20 +227,24 @@ def test_four_different_bad_inputs_in_three_seconds_log_four_lines(estimator, ri
     bad = [raw_image(3, 2, T0),  # too small
            raw_image(64, 48, T0 + 1, encoding="weird16"),  # cannot decode
            raw_image(64, 48, T0 + 1)]  # repeats the previous (decoded) stamp
+    stats = rig.node_under_test.stats
+
+    def refused(count: int) -> bool:  # one at a time: the image input keeps only the newest
+        return rig.wait_for(lambda: int(stats.bad_input) == count)
+
     rig.send(image(5), T0 + 1)
     assert rig.wait_for(lambda: rig.received["depth/relative"])
-    for msg in bad:
+    for count, msg in enumerate(bad, start=1):
         rig.send(None, 0, image=msg)
-        time.sleep(0.3)
+        assert refused(count), recorder.lines
     info = camera_info(CAMERA, T0 + 2)
     info.p = [1e-30] * 12
     rig.publish_info(info)
     rig.send(image(5), T0 + 2)  # with an implausible camera_info
-    assert rig.wait_for(lambda: int(rig.node_under_test.stats.bad_input) == 4)
-    for msg in bad[:2]:  # the same kinds again: throttled
+    assert refused(4), recorder.lines
+    for count, msg in enumerate(bad[:2], start=5):  # the same kinds again: throttled
         rig.send(None, 0, image=msg)
-        time.sleep(0.3)
-    assert rig.wait_for(lambda: int(rig.node_under_test.stats.bad_input) == 6)
+        assert refused(count), recorder.lines
     warnings = [text for level, text in recorder.lines if level == "warning"
                 and text.startswith(("dropping image", "refusing camera_info"))]
     assert len(warnings) == 4, warnings

@@ -255,7 +255,11 @@ def test_each_camera_fits_its_own_lidar_scale(rigs):
     def fitted():
         diags = {cam: rig.diagnostics_by_camera[cam][-1] for cam in maps
                  if rig.diagnostics_by_camera[cam]}
-        return len(diags) == 2 and all(d["scale_status"] == "OK" for d in diags.values())
+        # OK within 0.25 s of the last fit on the camera's clock; a loaded machine sends
+        # slower than the stamps advance, so the 1 Hz diagnostics may see "holding": both
+        # mean a fit was accepted (its scale is checked below)
+        return len(diags) == 2 and all(d["scale_status"] in ("OK", "WARN holding last fit")
+                                       for d in diags.values())
 
     while time.monotonic() < deadline and not fitted():
         for k in range(3):
@@ -266,7 +270,10 @@ def test_each_camera_fits_its_own_lidar_scale(rigs):
                          cam=cam)
             rig.wait_for(lambda: stamp in rig.stamps("left/depth/relative")
                          and stamp in rig.stamps("front/depth/relative"), timeout=10)
-    assert fitted(), {cam: rig.diagnostics_by_camera[cam][-1:] for cam in maps}
+    assert fitted(), {cam: {k: v for d in rig.diagnostics_by_camera[cam][-1:]
+                            for k, v in d.items() if k.startswith(("scale", "lidar", "fit",
+                                                                   "frames", "last"))}
+                      for cam in maps}
     for cam, (sequence, scale, shift) in maps.items():
         diag = rig.diagnostics_by_camera[cam][-1]
         assert abs(float(diag["scale"]) - scale) / scale < 0.03, (cam, diag["scale"])
