@@ -301,7 +301,9 @@ def test_an_input_outage_is_shown_on_the_clock(estimator, rigs):
 def test_rates_of_a_2_hz_camera_read_2_hz_in_and_out(estimator, rigs):
     rig = rigs(estimator)
     start = time.monotonic()
-    for i in range(10):
+    # 10 s of frames: one arrival delayed by a loaded machine's executor (1 s seen in CI)
+    # moves the reading by less than the tolerance
+    for i in range(20):
         rig.send(image(7), T0 + i * 5 * 10**8)
         time.sleep(max(0.0, start + (i + 1) * 0.5 - time.monotonic()))
     diag = rig.diagnostics[-1]
