@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 # Fixtures that build tiny diffusers checkpoints: a test using them needs torch even when it
 # forgets its ``needs_torch`` mark, so the torch-free (Humble) leg deselects it too.
-_TORCH_FIXTURES = {"tiny_depth", "tiny_normals"}
+_TORCH_FIXTURES = {"tiny_depth", "tiny_normals", "tiny_estimator"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,6 +36,14 @@ def tiny_normals(tmp_path_factory) -> str:
 
     return str(make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "normals",
                                     task="normals"))
+
+
+@pytest.fixture(scope="session")
+def tiny_estimator(tiny_depth, tiny_normals):
+    """Depth and normals on the CPU at native size, shared by tests that do not change it."""
+    from e2e_depth_ros.estimator import Estimator
+
+    return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
 
 
 # test/ holds helper modules (the rclpy rig) imported by the node tests.

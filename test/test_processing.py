@@ -11,11 +11,9 @@ pytestmark = pytest.mark.needs_torch
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 
 
-@pytest.fixture(scope="module")
-def estimator(tiny_depth, tiny_normals):
-    from e2e_depth_ros.estimator import Estimator
-
-    return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
+@pytest.fixture
+def estimator(tiny_estimator):
+    return tiny_estimator
 
 
 @pytest.fixture
