@@ -596,19 +596,14 @@ class DepthNode(Node):
         until a camera_info matches again.
         """
         tolerance = int(self._params["camera_info_tolerance"] * 1e9)
-        deadline = time.monotonic() + (INFO_WAIT_S if stream.info_in_step else 0.0)
-        while True:
-            info = stream.camera_infos.match(stamp_ns, tolerance)
-            newest = stream.camera_infos.newest_stamp()
-            if info is not None:
-                stream.info_in_step = True
-                return info
-            if newest is None or newest >= stamp_ns or self._closing:
-                return None
-            if time.monotonic() >= deadline:
-                stream.info_in_step = False
-                return None
-            time.sleep(0.002)
+        wait = INFO_WAIT_S if stream.info_in_step else 0.0
+        info = stream.camera_infos.match(stamp_ns, tolerance, wait=wait)
+        newest = stream.camera_infos.newest_stamp()
+        if info is not None:
+            stream.info_in_step = True
+        elif wait and newest is not None and newest < stamp_ns:
+            stream.info_in_step = False  # waited in vain: not again until one matches
+        return info
 
     def _camera(self, stream: Stream, info, width: int, height: int):
         """The pinhole camera of this image, or None (bad camera_info is counted and warned)."""

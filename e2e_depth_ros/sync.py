@@ -23,18 +23,29 @@ class StampBuffer(Generic[T]):
 
     def __init__(self, size: int = 30) -> None:
         self._items: deque[tuple[int, T]] = deque(maxlen=size)
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
 
     def add(self, stamp_ns: int, item: T) -> None:
-        with self._lock:
+        with self._changed:
             self._items.append((stamp_ns, item))
+            self._changed.notify_all()
 
-    def match(self, stamp_ns: int, tolerance_ns: int) -> T | None:
-        """The item with exactly this stamp, else the nearest within the tolerance."""
-        with self._lock:
-            items = list(self._items)
+    def match(self, stamp_ns: int, tolerance_ns: int, *, wait: float = 0.0) -> T | None:
+        """The item with exactly this stamp, else the nearest within the tolerance.
+
+        ``wait`` (seconds): while nothing matches and the newest item is older than
+        ``stamp_ns`` (one may still be in flight), wait up to this long for it. Never waits
+        for a buffer that is empty (its source may not exist) or already past the stamp.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: self._nearest(stamp_ns, tolerance_ns) is not None
+                                   or not self._items or self._items[-1][0] >= stamp_ns,
+                                   timeout=wait)
+            return self._nearest(stamp_ns, tolerance_ns)
+
+    def _nearest(self, stamp_ns: int, tolerance_ns: int) -> T | None:
         best, best_gap = None, None
-        for stamp, item in reversed(items):  # newest first, so ties go to the newest
+        for stamp, item in reversed(self._items):  # newest first, so ties go to the newest
             gap = abs(stamp - stamp_ns)
             if gap == 0:
                 return item
@@ -43,9 +54,9 @@ class StampBuffer(Generic[T]):
         return best
 
     def newest_stamp(self) -> int | None:
-        with self._lock:
+        with self._changed:
             return self._items[-1][0] if self._items else None
 
     def clear(self) -> None:
-        with self._lock:
+        with self._changed:
             self._items.clear()
