@@ -11,12 +11,13 @@ equal the numpy path's (``processing``, ``messages.colorize_depth``/``normals_to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from e2e_depth_ros.geometry import PinholeCamera
+from e2e_depth_ros.messages import VIS_PERCENTILES, VIS_SAMPLE_STEP
 
 _ALIGN = 64  # bytes
 
@@ -44,7 +45,7 @@ class DeviceArrays:
     metric: np.ndarray | None = None
     points: np.ndarray | None = None
     points_normals: np.ndarray | None = None
-    pictures: dict[str, np.ndarray] | None = None
+    pictures: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class DeviceFinisher:
@@ -61,7 +62,7 @@ class DeviceFinisher:
         return relative.reshape(-1)[index.to(self.device)].float().cpu().numpy()
 
     def finish(self, relative: torch.Tensor | None, normals: torch.Tensor | None, *,
-               keep_relative: bool, keep_normals: bool, scale: float | None, shift: float,
+               keep_relative: bool, scale: float | None, shift: float,
                min_depth: float, max_depth: float, camera: PinholeCamera | None,
                decimation: int, points_normals: bool, pictures: tuple[str, ...] = ()
                ) -> DeviceArrays:
@@ -72,7 +73,7 @@ class DeviceFinisher:
         out: dict[str, torch.Tensor] = {}
         if relative is not None and keep_relative:
             out["relative"] = relative
-        if normals is not None and keep_normals:
+        if normals is not None:
             out["normals"] = normals
         metric = None
         if relative is not None and scale is not None:
@@ -96,10 +97,9 @@ class DeviceFinisher:
             drawn["normals_vis"] = self._normals_rgb8(normals)
         if "depth_mm" in pictures and metric is not None:
             drawn["depth_mm"] = self._millimetres(metric)
-        arrays = self._copy_back({**out, **{f"picture:{k}": v for k, v in drawn.items()}})
-        result = DeviceArrays(**{k: v for k, v in arrays.items() if ":" not in k})
-        result.pictures = {k.split(":", 1)[1]: v for k, v in arrays.items() if ":" in k}
-        return result
+        arrays = self._copy_back({**out, **drawn})  # picture keys differ from array names
+        return DeviceArrays(**{k: arrays[k] for k in out},
+                            pictures={k: arrays[k] for k in drawn})
 
     def _unproject(self, metric: torch.Tensor, camera: PinholeCamera, step: int
                    ) -> torch.Tensor:
@@ -113,10 +113,10 @@ class DeviceFinisher:
         return torch.stack([x, y, z], dim=-1)
 
     def _colorize(self, depth: torch.Tensor) -> torch.Tensor:
-        """bgr8 TURBO picture, range the 2nd..98th percentile of a 1-in-16 pixel sample."""
+        """``messages.colorize_depth`` on the device: TURBO, range from a pixel sample."""
         d = depth.float()
         valid = torch.isfinite(d)
-        sample = d[::4, ::4]
+        sample = d[::VIS_SAMPLE_STEP, ::VIS_SAMPLE_STEP]
         sample = sample[torch.isfinite(sample)]
         if sample.numel() == 0:
             sample = d[valid]
@@ -124,7 +124,7 @@ class DeviceFinisher:
             return torch.zeros((*d.shape, 3), dtype=torch.uint8, device=self.device)
         # float64 like numpy's percentile; the range is two numbers, read on the host
         lo, hi = torch.quantile(sample.double(), sample.new_tensor(
-            [0.02, 0.98], dtype=torch.float64)).tolist()
+            VIS_PERCENTILES, dtype=torch.float64) / 100.0).tolist()
         span = max(hi - lo, 1e-12)
         clipped = d.clamp(np.float32(lo), np.float32(hi))
         colour = self._lut[_levels(clipped, -255.0 / span, 255.0 * hi / span).long()]

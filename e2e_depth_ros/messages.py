@@ -458,6 +458,11 @@ def pointcloud_to_xyz(msg: Any) -> np.ndarray:
     return xyz[np.isfinite(xyz).all(axis=1)]
 
 
+# depth/image_vis's range: these percentiles of a 1-in-VIS_SAMPLE_STEP^2 pixel sample
+VIS_PERCENTILES = (2.0, 98.0)
+VIS_SAMPLE_STEP = 4
+
+
 def colorize_depth(
     depth: np.ndarray, *, vmin: float | None = None, vmax: float | None = None
 ) -> np.ndarray:
@@ -472,13 +477,13 @@ def colorize_depth(
         raise MessageError(f"depth must be (H, W), got shape {d.shape}")
     valid = np.isfinite(d)
     if vmin is None or vmax is None:
-        sample = d[::4, ::4]
+        sample = d[::VIS_SAMPLE_STEP, ::VIS_SAMPLE_STEP]
         sample = sample[np.isfinite(sample)]
         if sample.size == 0:
             sample = d[valid]
         if sample.size == 0:
             return np.zeros(d.shape + (3,), dtype=np.uint8)
-        lo, hi = np.percentile(sample, [2.0, 98.0])
+        lo, hi = np.percentile(sample, VIS_PERCENTILES)
         vmin = float(lo) if vmin is None else vmin
         vmax = float(hi) if vmax is None else vmax
     span = max(float(vmax) - float(vmin), 1e-12)

@@ -290,13 +290,13 @@ class FrameProcessor:
         if not (needs.metric or needs.points):
             scale = None
         arrays = self.finisher.finish(
-            relative, normals, keep_relative=needs.relative, keep_normals=True,
-            scale=scale, shift=shift or 0.0, min_depth=cfg.min_depth, max_depth=cfg.max_depth,
+            relative, normals, keep_relative=needs.relative, scale=scale, shift=shift or 0.0,
+            min_depth=cfg.min_depth, max_depth=cfg.max_depth,
             camera=camera if needs.points else None, decimation=cfg.points_decimation,
             points_normals=needs.points_normals, pictures=needs.pictures)
         result.relative, result.normals = arrays.relative, arrays.normals
         result.metric, result.points = arrays.metric, arrays.points
-        result.points_normals, result.pictures = arrays.points_normals, arrays.pictures or {}
+        result.points_normals, result.pictures = arrays.points_normals, arrays.pictures
         if result.metric is not None and np.isnan(result.metric).all():
             result.notes.append(_empty_metric_note(
                 np.float32(scale) * pred.depth.cpu().numpy() + np.float32(shift), cfg))
