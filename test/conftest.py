@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 # Fixtures that build tiny diffusers checkpoints: a test using them needs torch even when it
 # forgets its ``needs_torch`` mark, so the torch-free (Humble) leg deselects it too.
-_TORCH_FIXTURES = {"tiny_depth", "tiny_normals", "tiny_estimator"}
+_TORCH_FIXTURES = {"tiny_depth", "tiny_normals", "estimator"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,9 +38,10 @@ def tiny_normals(tmp_path_factory) -> str:
                                     task="normals"))
 
 
-@pytest.fixture(scope="session")
-def tiny_estimator(tiny_depth, tiny_normals):
-    """Depth and normals on the CPU at native size, shared by tests that do not change it."""
+@pytest.fixture(scope="module")
+def estimator(tiny_depth, tiny_normals):
+    """Depth and normals on the CPU at native size; one per test module (a node may change
+    its processing resolution)."""
     from e2e_depth_ros.estimator import Estimator
 
     return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)

@@ -56,6 +56,11 @@ def header(stamp_ns: int, frame_id: str = "camera_optical") -> Header:
                   frame_id=frame_id)
 
 
+def random_image(seed: int = 0, shape=(48, 64)) -> np.ndarray:
+    """A uint8 RGB noise image (H, W, 3), the same for the same seed."""
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
 def camera_info(camera: PinholeCamera, stamp_ns: int, frame_id: str = "camera_optical"):
     info = CameraInfo(header=header(stamp_ns, frame_id), width=camera.width,
                       height=camera.height, distortion_model="plumb_bob")

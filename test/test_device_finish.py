@@ -22,18 +22,18 @@ def rgb():
     return np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 
 
-def cutting(tiny_estimator, rgb, **kwargs) -> ProcessingConfig:
+def cutting(estimator, rgb, **kwargs) -> ProcessingConfig:
     """A fixed metric map whose depth limits cut the frame's nearest and farthest fifth."""
-    metric = 3.0 * tiny_estimator.predict(rgb, normals=False).depth + 0.2
+    metric = 3.0 * estimator.predict(rgb, normals=False).depth + 0.2
     lo, hi = np.percentile(metric, [20, 80])
     return ProcessingConfig(fixed_scale=3.0, fixed_shift=0.2, min_depth=float(lo),
                             max_depth=float(hi), **kwargs)
 
 
-def both(tiny_estimator, config, rgb, **kwargs):
+def both(estimator, config, rgb, **kwargs):
     """The same frame finished by numpy and by torch (on the CPU here)."""
-    on_cpu = FrameProcessor(tiny_estimator, config, on_device=False).process(rgb, 0.0, **kwargs)
-    on_device = FrameProcessor(tiny_estimator, config, on_device=True).process(rgb, 0.0, **kwargs)
+    on_cpu = FrameProcessor(estimator, config, on_device=False).process(rgb, 0.0, **kwargs)
+    on_device = FrameProcessor(estimator, config, on_device=True).process(rgb, 0.0, **kwargs)
     return on_cpu, on_device
 
 
@@ -47,24 +47,24 @@ def levels_apart(a, b) -> int:
     return int(np.abs(a.astype(int) - b.astype(int)).max())
 
 
-def test_predict_on_device_returns_the_same_values_as_tensors(tiny_estimator, rgb):
+def test_predict_on_device_returns_the_same_values_as_tensors(estimator, rgb):
     import torch
 
-    arrays = tiny_estimator.predict(rgb)
-    tensors = tiny_estimator.predict(rgb, on_device=True)
+    arrays = estimator.predict(rgb)
+    tensors = estimator.predict(rgb, on_device=True)
     assert isinstance(tensors.depth, torch.Tensor) and isinstance(tensors.normals, torch.Tensor)
     np.testing.assert_array_equal(tensors.depth.numpy(), arrays.depth)
     np.testing.assert_array_equal(tensors.normals.numpy(), arrays.normals)
 
 
-def test_the_gpu_path_is_chosen_only_for_cuda_models(tiny_estimator):
-    assert FrameProcessor(tiny_estimator).finisher is None  # a CPU model: numpy finishes
+def test_the_gpu_path_is_chosen_only_for_cuda_models(estimator):
+    assert FrameProcessor(estimator).finisher is None  # a CPU model: numpy finishes
 
 
 @pytest.mark.parametrize("decimation", [1, 3])
-def test_metric_map_and_cloud_equal_the_numpy_path(tiny_estimator, rgb, decimation):
-    config = cutting(tiny_estimator, rgb, points_decimation=decimation)
-    cpu, dev = both(tiny_estimator, config, rgb, camera=CAMERA, needs=ALL_PICTURES)
+def test_metric_map_and_cloud_equal_the_numpy_path(estimator, rgb, decimation):
+    config = cutting(estimator, rgb, points_decimation=decimation)
+    cpu, dev = both(estimator, config, rgb, camera=CAMERA, needs=ALL_PICTURES)
     assert 0 < np.isnan(cpu.metric).sum() < cpu.metric.size  # the limits cut some pixels
     for name in ("relative", "normals", "metric", "points", "points_normals"):
         assert_same(getattr(cpu, name), getattr(dev, name))
@@ -72,10 +72,10 @@ def test_metric_map_and_cloud_equal_the_numpy_path(tiny_estimator, rgb, decimati
     assert dev.scale_source == cpu.scale_source == "fixed" and dev.notes == cpu.notes
 
 
-def test_pictures_equal_what_the_cpu_builders_draw(tiny_estimator, rgb):
+def test_pictures_equal_what_the_cpu_builders_draw(estimator, rgb):
     from e2e_depth_ros.outputs import _millimetres
 
-    cpu, dev = both(tiny_estimator, cutting(tiny_estimator, rgb), rgb, camera=CAMERA,
+    cpu, dev = both(estimator, cutting(estimator, rgb), rgb, camera=CAMERA,
                     needs=ALL_PICTURES)
     assert set(dev.pictures) == set(PICTURES) and not cpu.pictures
     depth_vis = colorize_depth(cpu.relative)
@@ -89,15 +89,15 @@ def test_pictures_equal_what_the_cpu_builders_draw(tiny_estimator, rgb):
     assert (mm == 0).sum() > 0 and levels_apart(dev.pictures["depth_mm"], mm) <= 1
 
 
-def test_outputs_built_from_either_path_carry_the_same_pixels(tiny_estimator, rgb):
+def test_outputs_built_from_either_path_carry_the_same_pixels(estimator, rgb):
     from e2e_depth_ros.messages import image_to_array, pointcloud_to_xyz
 
-    config = cutting(tiny_estimator, rgb)
+    config = cutting(estimator, rgb)
     wanted = [BY_KEY[k] for k in ("relative", "depth", "depth_mm", "depth_vis", "normals",
                                   "normals_vis", "points")]
     needs = needs_for(wanted)
     assert set(needs.pictures) == set(PICTURES)
-    cpu, dev = both(tiny_estimator, config, rgb, camera=CAMERA, needs=needs)
+    cpu, dev = both(estimator, config, rgb, camera=CAMERA, needs=needs)
     types = rclpy_types()
     header = types["std_msgs/msg/Header"](frame_id="camera_optical")
     for output in wanted:
@@ -117,14 +117,14 @@ def test_outputs_built_from_either_path_carry_the_same_pixels(tiny_estimator, rg
             assert levels_apart(pa, pb) <= 1, output.key
 
 
-def test_lidar_fit_reads_only_the_lidar_pixels_and_agrees(tiny_estimator, rgb):
-    relative = tiny_estimator.predict(rgb).depth
+def test_lidar_fit_reads_only_the_lidar_pixels_and_agrees(estimator, rgb):
+    relative = estimator.predict(rgb).depth
     rows, cols = np.mgrid[2:46:3, 2:62:3]
     z = 0.5 + 4.0 * relative[rows, cols]  # LiDAR agrees with scale 4, shift 0.5
     x = (cols - CAMERA.cx) * z / CAMERA.fx
     y = (rows - CAMERA.cy) * z / CAMERA.fy
     lidar = np.stack([x, y, z], axis=-1).reshape(-1, 3)
-    cpu, dev = both(tiny_estimator, ProcessingConfig(), rgb, camera=CAMERA, lidar_points=lidar)
+    cpu, dev = both(estimator, ProcessingConfig(), rgb, camera=CAMERA, lidar_points=lidar)
     assert cpu.fit.ok and dev.fit.ok
     assert dev.fit.scale == pytest.approx(cpu.fit.scale, rel=1e-6)
     assert dev.fit.scale == pytest.approx(4.0, rel=1e-3)
@@ -132,8 +132,8 @@ def test_lidar_fit_reads_only_the_lidar_pixels_and_agrees(tiny_estimator, rgb):
     assert_same(cpu.metric, dev.metric, rtol=1e-5)
 
 
-def test_each_frame_gets_its_own_buffer(tiny_estimator, rgb):
-    proc = FrameProcessor(tiny_estimator, ProcessingConfig(fixed_scale=2.0), on_device=True)
+def test_each_frame_gets_its_own_buffer(estimator, rgb):
+    proc = FrameProcessor(estimator, ProcessingConfig(fixed_scale=2.0), on_device=True)
     first = proc.process(rgb, 0.0, camera=CAMERA, needs=ALL_PICTURES)
     kept = first.metric.copy(), first.pictures["depth_vis"].copy()
     proc.process(255 - rgb, 0.1, camera=CAMERA, needs=ALL_PICTURES)
@@ -143,8 +143,8 @@ def test_each_frame_gets_its_own_buffer(tiny_estimator, rgb):
         assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous
 
 
-def test_all_metric_invalid_gives_the_same_note(tiny_estimator, rgb):
+def test_all_metric_invalid_gives_the_same_note(estimator, rgb):
     config = ProcessingConfig(fixed_scale=1.0, fixed_shift=10.0, max_depth=5.0)
-    cpu, dev = both(tiny_estimator, config, rgb, camera=CAMERA)
+    cpu, dev = both(estimator, config, rgb, camera=CAMERA)
     assert np.isnan(dev.metric).all() and dev.notes == cpu.notes
     assert any("every metric pixel is invalid" in note for note in dev.notes)

@@ -1,8 +1,5 @@
 """Per-camera input checks (docs/ros_interface.md): sizes, headers, intrinsics, stamps."""
 
-import subprocess
-import sys
-
 import cv2
 import numpy as np
 import pytest
@@ -11,6 +8,7 @@ from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.input_checks import (KindThrottle, StampCheck, camera_problem,
                                         compressed_size, frame_size_problem,
                                         processing_resolution_problem)
+from imports import heavy_imports
 
 LIMITS = dict(processing_resolution=768, max_input_pixels=4096 * 4096)
 
@@ -117,9 +115,5 @@ def test_kind_throttle_lets_each_kind_through_once_per_period():
 
 
 def test_input_checks_import_neither_torch_nor_rclpy():
-    code = ("import sys, e2e_depth_ros.input_checks, e2e_depth_ros.health, "
-            "e2e_depth_ros.model_args; "
-            "print([m for m in ('torch', 'rclpy', 'rosbags') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    assert heavy_imports(["input_checks", "health", "model_args"],
+                         ("torch", "rclpy", "rosbags")) == []

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from e2e_depth_ros.multicam import CameraSlots, camera_topic, pick_round, validate_cameras
+from imports import heavy_imports
 
 
 def test_each_camera_keeps_only_its_newest_frame_and_counts_its_own_drops():
@@ -112,12 +113,8 @@ def test_camera_topics_are_relative_and_the_empty_camera_keeps_the_plain_topic()
 
 
 def test_the_schedule_imports_without_ros_torch_or_rosbags():
-    code = ("import sys, e2e_depth_ros.multicam, e2e_depth_ros.outputs, "
-            "e2e_depth_ros.depth_model; "
-            "print(sorted(m for m in ('rclpy', 'torch', 'rosbags') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    assert heavy_imports(["multicam", "outputs", "depth_model"],
+                         ("rclpy", "torch", "rosbags")) == []
 
 
 def test_frame_processing_imports_without_torch():

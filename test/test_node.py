@@ -15,7 +15,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
-from rig import EstimatorProxy, Rig, header
+from rig import EstimatorProxy, Rig, header, random_image as image
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 T0 = 1_700_000_000_000_000_000
@@ -23,17 +23,6 @@ _namespaces = itertools.count()
 
 
 pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]
-
-
-@pytest.fixture(scope="module")
-def estimator(tiny_depth, tiny_normals):
-    from e2e_depth_ros.estimator import Estimator
-
-    return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
-
-
-def image(seed: int = 0, shape=(48, 64)) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
 
 
 def make_rig(estimator, compressed=False, **params) -> Rig:
@@ -215,28 +204,6 @@ def test_corrupt_compressed_payload_is_dropped_and_jpeg_works(estimator, rig_fac
     good = CompressedImage(header=header(T0 + 10**9), format="jpeg", data=jpeg.tobytes())
     rig.send(None, T0 + 10**9, image=good)
     assert rig.wait_for(lambda: rig.stamps("depth/relative") == [T0 + 10**9])
-
-
-@pytest.mark.parametrize("info_change", [
-    {"k": [0.0] * 9, "p": [0.0] * 12},
-    {"width": 128, "height": 96},
-], ids=["uncalibrated", "different-size"])
-def test_unusable_camera_info_skips_the_cloud_and_metric_pair_but_not_relative_depth(
-        estimator, rig_factory, info_change):
-    rig = rig_factory(estimator, fixed_scale=1.0)
-    from rig import camera_info
-
-    info = camera_info(CAMERA, T0)
-    for key, value in info_change.items():
-        setattr(info, key, value)
-    rig.publish_info(info)
-    rig.send(image(8), T0)
-    assert rig.wait_for(lambda: rig.received["depth/relative"])
-    time.sleep(0.3)
-    # Never republished, and depth/image goes out only with its depth/camera_info.
-    assert not rig.received["points"] and not rig.received["depth/camera_info"]
-    assert not rig.received["depth/image"]
-    assert _alive_after(rig, T0 + 10**9)
 
 
 def test_repeated_stamps_are_dropped_and_going_back_in_time_is_survived(

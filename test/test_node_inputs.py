@@ -5,7 +5,6 @@ import os
 import time
 
 import cv2
-import numpy as np
 import pytest
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
@@ -14,24 +13,13 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
-from rig import EstimatorProxy, Rig, camera_info, header
+from rig import EstimatorProxy, Rig, camera_info, header, random_image as image
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 T0 = 1_700_000_000_000_000_000
 _namespaces = itertools.count()
 
 pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]
-
-
-@pytest.fixture(scope="module")
-def estimator(tiny_depth, tiny_normals):
-    from e2e_depth_ros.estimator import Estimator
-
-    return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
-
-
-def image(seed: int = 0, shape=(48, 64)) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
 
 
 def namespace() -> str:
@@ -198,13 +186,14 @@ def test_max_input_pixels_applies_to_raw_images_and_changes_at_run_time(estimato
 
 
 @pytest.mark.parametrize("change", [
+    {"k": [0.0] * 9, "p": [0.0] * 12},
     {"k": [float("nan")] + [0.0] * 8, "p": [float("nan")] + [0.0] * 11},
     {"p": [float("inf"), 0.0, 30.5, 0.0, 0.0, 46.0, 25.0, 0.0, 0.0, 0.0, 1.0, 0.0]},
     {"p": [0.0, 0.0, 30.5, 0.0, 0.0, 46.0, 25.0, 0.0, 0.0, 0.0, 1.0, 0.0]},
     {"p": [-50.0, 0.0, 30.5, 0.0, 0.0, 46.0, 25.0, 0.0, 0.0, 0.0, 1.0, 0.0]},
     {"p": [1e-30, 0.0, 30.5, 0.0, 0.0, 1e-30, 25.0, 0.0, 0.0, 0.0, 1.0, 0.0]},
     {"width": 100, "height": 100},
-], ids=["nan", "inf", "zero-fx", "negative-fx", "fx-1e-30", "size-mismatch"])
+], ids=["uncalibrated", "nan", "inf", "zero-fx", "negative-fx", "fx-1e-30", "size-mismatch"])
 def test_bad_camera_info_is_counted_and_never_republished(estimator, rigs, change):
     rig = rigs(estimator, fixed_scale=2.0)
     info = camera_info(CAMERA, T0)
@@ -218,6 +207,9 @@ def test_bad_camera_info_is_counted_and_never_republished(estimator, rigs, chang
     time.sleep(0.3)
     assert not rig.received["depth/camera_info"] and not rig.received["points"]
     assert not rig.received["depth/image"]  # it goes out only with its camera_info
+    later = T0 + 10**9  # and the next frame, with a good camera_info, goes through
+    rig.send(image(6), later, camera=CAMERA)
+    assert rig.wait_for(lambda: later in rig.stamps("depth/camera_info"))
 
 
 def test_four_different_bad_inputs_in_three_seconds_log_four_lines(estimator, rigs):

@@ -25,13 +25,6 @@ _namespaces = itertools.count()
 pytestmark = pytest.mark.usefixtures("ros")
 
 
-@pytest.fixture(scope="module")
-def estimator(tiny_depth, tiny_normals):
-    from e2e_depth_ros.estimator import Estimator
-
-    return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
-
-
 class Recording(EstimatorProxy):
     """The real estimator, recording each call's batch size; optionally slow."""
 

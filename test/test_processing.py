@@ -12,11 +12,6 @@ CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 
 
 @pytest.fixture
-def estimator(tiny_estimator):
-    return tiny_estimator
-
-
-@pytest.fixture
 def rgb():
     return np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 

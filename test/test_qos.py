@@ -1,12 +1,10 @@
 """Input QoS follows the publishers (e2e_depth_ros.qos), without ROS."""
 
-import subprocess
-import sys
-
 import pytest
 
 from e2e_depth_ros.qos import (BEST_EFFORT, MODES, RELIABLE, SENSOR_DATA_DEPTH, InputQos,
                                choose_input_qos)
+from imports import heavy_imports
 
 
 @pytest.mark.parametrize("offered, reliability", [
@@ -77,9 +75,4 @@ def test_unknown_mode_and_bad_depth_are_refused_with_the_value():
 
 
 def test_qos_and_stamp_rate_modules_import_without_rclpy_or_torch():
-    code = ("import sys, e2e_depth_ros.qos, e2e_depth_ros.stamp_rate; "
-            "print(sorted(m for m in ('rclpy', 'torch', 'rosbags', 'numpy') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    assert heavy_imports(["qos", "stamp_rate"], ("rclpy", "torch", "rosbags", "numpy")) == []
