@@ -164,9 +164,10 @@ def test_input_checks_and_stamp_rules_are_per_camera(estimator, rigs):
     tiny = messages.build_image(Image, header(T0, "camera_optical"),
                                 np.zeros((2, 3, 3), np.uint8), "rgb8")
     rig.send(None, T0, cam="left", image=tiny)  # 3x2 px: refused before the model
-    for seed in range(4):  # front: every frame stamped 0
+    front_stats = rig.node_under_test.stream("front").stats
+    for seed in range(4):  # front: every frame stamped 0, each taken before the next
         rig.send(image(seed), 0, cam="front")
-        time.sleep(0.3)
+        assert rig.wait_for(lambda: front_stats.processed + front_stats.bad_input == seed + 1)
 
     def latest():
         return {cam: rig.diagnostics_by_camera[cam][-1] for cam in ("front", "left")
