@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -465,6 +465,7 @@ class DepthNode(Node):
             inference = time.monotonic() - start
             for job, prediction in zip(members, predictions):
                 try:
+                    self._attach_camera(job)
                     self._finish(job, prediction, inference, len(members))
                 except Exception as err:  # noqa: BLE001 - the other cameras still publish
                     self._failed(job.stream, err)
@@ -543,7 +544,7 @@ class DepthNode(Node):
                 if p[o.enable] and stream.pub[o.key].get_subscription_count() > 0]
 
     def _prepare(self, stream: Stream, msg) -> Job | None:
-        """Checks, matching camera_info and LiDAR: the frame ready for the model, or None."""
+        """Checks and the matching LiDAR cloud: the frame ready for the model, or None."""
         began = time.monotonic()
         header = msg.header
         stamp_ns = stamp_to_ns(header.stamp)
@@ -558,15 +559,25 @@ class DepthNode(Node):
         p = self._params
         needs = needs_for(wanted, points_rgb=bool(p["points_color"]),
                           points_normals=bool(p["points_normals"]))
-        info = self._matching_info(stream, stamp_ns)
-        camera = self._camera(stream, info, rgb.shape[1], rgb.shape[0])
-        if camera is None:
-            info = None  # never republish a camera_info that does not describe this image
         lidar = None
         if needs.metric or needs.points:
             lidar = self._lidar_points(stream, stamp_ns, header.frame_id)
-        frame = Frame(rgb, stamp_ns * 1e-9, camera, lidar, needs, stream.name)
-        return Job(stream, header, stamp_ns, frame, info, wanted, time.monotonic() - began)
+        frame = Frame(rgb, stamp_ns * 1e-9, None, lidar, needs, stream.name)
+        return Job(stream, header, stamp_ns, frame, None, wanted, time.monotonic() - began)
+
+    def _attach_camera(self, job: Job) -> None:
+        """Match the frame's camera_info once the model has run, not before.
+
+        The model needs only the image, and a camera_info sent with its image but delivered
+        late (reliable camera_info repaired behind megabyte images) has had the whole
+        inference time to arrive: on a CPU that is seconds, and nothing waits.
+        """
+        height, width = job.frame.rgb.shape[:2]
+        info = self._matching_info(job.stream, job.stamp_ns)
+        camera = self._camera(job.stream, info, width, height)
+        # never republish a camera_info that does not describe this image
+        job.info = info if camera is not None else None
+        job.frame = replace(job.frame, camera=camera)
 
     def _finish(self, job: Job, prediction, inference: float, batch_size: int) -> None:
         """Scale, metric depth and cloud of one camera's frame, then its outputs."""
@@ -589,11 +600,11 @@ class DepthNode(Node):
     def _matching_info(self, stream: Stream, stamp_ns: int):
         """The camera_info of this image stamp, waiting briefly for one still in flight.
 
-        A driver publishes camera_info and image together and the executor may hand over
-        the image first; a camera whose infos lag behind this stamp gets INFO_WAIT_S to
-        deliver it. A camera without camera_info, or one already past this stamp, does not;
-        nor does one whose last wait was in vain (camera_info at a lower rate than images)
-        until a camera_info matches again.
+        Called after inference. A driver publishes camera_info and image together and the
+        camera_info may still be in flight; a camera whose infos lag behind this stamp gets
+        INFO_WAIT_S more to deliver it. A camera without camera_info, or one already past
+        this stamp, does not; nor does one whose last wait was in vain (camera_info at a
+        lower rate than images) until a camera_info matches again.
         """
         tolerance = int(self._params["camera_info_tolerance"] * 1e9)
         wait = INFO_WAIT_S if stream.info_in_step else 0.0

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import threading
 import time
 
 import numpy as np
@@ -10,7 +11,7 @@ from rclpy.parameter import Parameter
 
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
-from rig import Rig, camera_info
+from rig import EstimatorProxy, Rig, camera_info
 
 pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]
 T0 = 1_700_000_000_000_000_000
@@ -18,11 +19,27 @@ CAMERA = PinholeCamera(fx=50.0, fy=46.0, cx=30.0, cy=25.0, width=64, height=48)
 _namespaces = itertools.count()
 
 
+class _Slow(EstimatorProxy):
+    """The tiny estimator taking as long as a real model on a CPU, and saying when it began."""
+
+    def __init__(self, inner, delay):
+        super().__init__(inner)
+        self.delay, self.began = delay, threading.Event()
+
+    def predict(self, rgb, **kwargs):
+        self.began.set()
+        time.sleep(self.delay)
+        return super().predict(rgb, **kwargs)
+
+
 @pytest.fixture
-def rig(tiny_depth):
+def rig(tiny_depth, request):
     from e2e_depth_ros.estimator import Estimator
 
     estimator = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
+    delay = getattr(request, "param", 0.0)
+    if delay:
+        estimator = _Slow(estimator, delay)
     namespace = f"/pairs{os.getpid()}_{next(_namespaces)}"
     params = {"processing_resolution": 0, "fixed_scale": 2.0, "fixed_shift": 0.5}
     node = DepthNode(estimator=estimator, namespace=namespace,
@@ -72,6 +89,20 @@ def test_camera_info_arriving_just_after_its_image_still_pairs(rig, monkeypatch)
     rig.info_pub.publish(camera_info(CAMERA, late))
     assert rig.wait_for(lambda: late in rig.stamps("depth/camera_info")
                         and late in rig.stamps("depth/image"))
+
+
+@pytest.mark.parametrize("rig", [1.5], indirect=True)
+def test_camera_info_delivered_during_inference_pairs_without_any_wait(rig, monkeypatch):
+    # A reliable camera_info can reach the node hundreds of ms after its image (repaired
+    # behind megabyte images); the model needs only the image, so the match waits until after.
+    import e2e_depth_ros.node as node_module
+
+    monkeypatch.setattr(node_module, "INFO_WAIT_S", 0.0)
+    rig.send(_image(0), T0)
+    assert rig.node_under_test.processor.estimator.began.wait(10.0)  # the model is running
+    rig.info_pub.publish(camera_info(CAMERA, T0))
+    assert rig.wait_for(lambda: T0 in rig.stamps("depth/camera_info")
+                        and T0 in rig.stamps("depth/image"), timeout=15.0)
 
 
 @pytest.mark.parametrize("with_info_before", [False, True], ids=["never-any", "newer-one"])
