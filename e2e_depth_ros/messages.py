@@ -295,6 +295,18 @@ def _received_size(info: Any) -> tuple[int, int, int, int, int, int]:
     return w // bx, h // by, ox, oy, bx, by
 
 
+def same_calibration(a: Any, b: Any) -> bool:
+    """Whether two CameraInfos describe the same camera (everything but the header stamp)."""
+    def fields(info: Any) -> tuple:
+        roi = info.roi
+        return (info.header.frame_id, int(info.width), int(info.height),
+                str(info.distortion_model), tuple(map(float, info.d)), tuple(map(float, info.k)),
+                tuple(map(float, info.r)), tuple(map(float, info.p)), int(info.binning_x),
+                int(info.binning_y), int(roi.x_offset), int(roi.y_offset), int(roi.width),
+                int(roi.height), bool(roi.do_rectify))
+    return fields(a) == fields(b)
+
+
 def scaled_camera_info(info: Any, width: int, height: int, *, header: Any = None) -> Any:
     """A new CameraInfo (same class, input untouched) for the image resized to width x height.
 

@@ -118,6 +118,9 @@ PARAMETERS = {
     "fixed_shift": (0.0, _D, "Shift of the fixed metric map (m)", (-10000.0, 10000.0), False),
     "camera_info_tolerance": (0.05, _D, "Max stamp gap image-camera_info (s) when not exact",
                               (0.0, 10.0), False),
+    "camera_info_reuse": (1.0, _D, "An image with no camera_info within the tolerance takes "
+                          "the nearest one up to this far (s) while the calibration stays the "
+                          "same; 0 = never", (0.0, 60.0), False),
     "lidar_tolerance": (0.1, _D, "Max stamp gap image-LiDAR cloud (s)", (0.0, 10.0), False),
     "lidar_extrinsic_frame": ("", _S, "LiDAR frame the static extrinsic below applies to; "
                               "empty = only tf2", None, False),
@@ -612,8 +615,24 @@ class DepthNode(Node):
         newest = stream.camera_infos.newest_stamp()
         if info is not None:
             stream.info_in_step = True
-        elif wait and newest is not None and newest < stamp_ns:
+            return info
+        if wait and newest is not None and newest < stamp_ns:
             stream.info_in_step = False  # waited in vain: not again until one matches
+        return self._reused_info(stream, stamp_ns)
+
+    def _reused_info(self, stream: Stream, stamp_ns: int):
+        """The nearest camera_info within camera_info_reuse, if the calibration is unchanged.
+
+        Calibration rarely changes, and a camera_info that is late or sent at a lower rate
+        than the images still describes them; one that differs from the newest (a zoom, a
+        re-calibration) is never reused. Counted in diagnostics.
+        """
+        window = int(self._params["camera_info_reuse"] * 1e9)
+        info = stream.camera_infos.match(stamp_ns, window) if window > 0 else None
+        newest = stream.camera_infos.newest()
+        if info is None or newest is None or not messages.same_calibration(info, newest):
+            return None
+        stream.stats.camera_info_reused += 1
         return info
 
     def _camera(self, stream: Stream, info, width: int, height: int):
@@ -766,6 +785,7 @@ class DepthNode(Node):
             "frames_bad_input": str(s.bad_input),
             "frames_failed": str(s.failed),
             "frames_idle": str(s.idle),
+            "camera_info_reused": str(s.camera_info_reused),
             "depth_model": str(est.model_names.get("depth")),
             "normals_model": str(est.model_names.get("normals")),
             "device": str(getattr(est, "backend_device", est.device)),

@@ -27,6 +27,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.received = self.processed = self.failed = self.bad_input = self.idle = 0
+        self.camera_info_reused = 0  # frames given a nearby camera_info (camera_info_reuse)
         self.latency = float("nan")
         self.inference = float("nan")  # seconds of the model call (shared by its batch)
         self.overhead = float("nan")  # seconds per frame spent outside the model

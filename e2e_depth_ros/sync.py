@@ -53,6 +53,10 @@ class StampBuffer(Generic[T]):
                 best, best_gap = item, gap
         return best
 
+    def newest(self) -> T | None:
+        with self._changed:
+            return self._items[-1][1] if self._items else None
+
     def newest_stamp(self) -> int | None:
         with self._changed:
             return self._items[-1][0] if self._items else None

@@ -26,6 +26,7 @@ from e2e_depth_ros.messages import (
     image_to_rgb,
     normals_to_rgb8,
     pointcloud_to_xyz,
+    same_calibration,
     scaled_camera_info,
 )
 
@@ -364,6 +365,21 @@ def camera_info(lib, *, k=None, p=None, width=1280, height=960, binning=(0, 0), 
         binning_y=binning[1],
         roi=types.RegionOfInterest(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False),
     )
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_same_calibration_ignores_the_stamp_and_sees_any_other_change(lib):
+    base = camera_info(lib)
+    restamped = camera_info(lib)
+    restamped.header.stamp.sec = 42
+    assert same_calibration(base, restamped)
+    assert not same_calibration(base, camera_info(lib, p=[791.0] + [0.0] * 11))
+    assert not same_calibration(base, camera_info(lib, width=640))
+    assert not same_calibration(base, camera_info(lib, binning=(2, 2)))
+    assert not same_calibration(base, camera_info(lib, roi=(8, 8, 640, 480)))
+    moved = camera_info(lib)
+    moved.header.frame_id = "other_optical"
+    assert not same_calibration(base, moved)
 
 
 @pytest.mark.parametrize("lib", LIBS)

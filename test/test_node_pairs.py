@@ -49,6 +49,12 @@ def rig(tiny_depth, request):
     rig.close()
 
 
+def _no_reuse(rig):
+    """Exact camera_info matches only, so a test sees which images had their own."""
+    assert rig.node_under_test.set_parameters(
+        [Parameter("camera_info_reuse", value=0.0)])[0].successful
+
+
 def _image(seed):
     return np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 
@@ -110,6 +116,7 @@ def test_no_wait_for_a_camera_info_that_is_not_coming(rig, monkeypatch, with_inf
     import e2e_depth_ros.node as node_module
 
     monkeypatch.setattr(node_module, "INFO_WAIT_S", 60.0)  # a wait would fail the test
+    _no_reuse(rig)
     if with_info_before:  # its newest camera_info is already newer than the next image
         rig.send(_image(0), T0 + 10**9, camera=CAMERA)
         assert rig.wait_for(lambda: T0 + 10**9 in rig.stamps("depth/camera_info"))
@@ -122,6 +129,7 @@ def test_a_camera_info_slower_than_the_images_is_waited_for_once(rig, monkeypatc
     import e2e_depth_ros.node as node_module
 
     monkeypatch.setattr(node_module, "INFO_WAIT_S", 3.0)
+    _no_reuse(rig)
     rig.send(_image(0), T0, camera=CAMERA)  # camera_info with this frame, not the next ones
     assert rig.wait_for(lambda: T0 in rig.stamps("depth/camera_info"))
     began = time.monotonic()
@@ -133,3 +141,28 @@ def test_a_camera_info_slower_than_the_images_is_waited_for_once(rig, monkeypatc
     # the first waited in vain (3 s); waiting for each would take 9 s
     assert 3.0 <= elapsed < 6.0, elapsed
     assert rig.stamps("depth/camera_info") == [T0]
+
+
+def test_a_camera_info_at_a_lower_rate_than_the_images_is_reused_and_counted(rig):
+    rig.send(_image(0), T0, camera=CAMERA)  # camera_info with this frame only
+    later = [T0 + i * 10**8 for i in range(1, 4)]
+    for i, stamp in enumerate(later):
+        rig.send(_image(i + 1), stamp)
+        assert rig.wait_for(lambda: stamp in rig.stamps("depth/camera_info")
+                            and stamp in rig.stamps("depth/image"))
+    republished = rig.at("depth/camera_info", later[-1])
+    assert republished.k[0] == pytest.approx(CAMERA.fx)  # the camera's, with the image stamp
+    assert rig.wait_for(lambda: any(d["camera_info_reused"] == "3" for d in rig.diagnostics))
+
+
+def test_a_camera_info_whose_calibration_has_changed_since_is_not_reused(rig):
+    refocused = PinholeCamera(fx=60.0, fy=56.0, cx=30.0, cy=25.0, width=64, height=48)
+    rig.send(_image(0), T0, camera=CAMERA)
+    rig.send(_image(1), T0 + 10**9, camera=refocused)  # the calibration changed here
+    assert rig.wait_for(lambda: T0 + 10**9 in rig.stamps("depth/camera_info"))
+    between = T0 + 2 * 10**8  # nearest to the old calibration, which no longer holds
+    rig.send(_image(2), between)
+    assert rig.wait_for(lambda: between in rig.stamps("depth/relative"))
+    time.sleep(0.3)
+    assert between not in rig.stamps("depth/camera_info")
+    assert between not in rig.stamps("depth/image")
