@@ -246,6 +246,10 @@ def test_recorded_affine_prediction_scores_zero_error_and_lidar_recovers_the_map
     assert result.mode == "recorded-relative"
     assert result.frames == N_FRAMES - 2
     assert result.skipped["undecodable_image"] == 1 and result.skipped["no_gt_match"] == 1
+    # One clock: t = 0 is the bag's first image stamp, even though that frame is not scored.
+    first = _read_bag(bag)[DEFAULT_TOPICS["image"]][0].header.stamp
+    assert result.time_origin == pytest.approx(first.sec + first.nanosec * 1e-9, abs=1e-6)
+    assert result.time_origin < min(f.stamp for f in result.per_frame)
     assert result.depth_gt_aligned.abs_rel < 1e-4
     assert result.depth_gt_aligned.delta1 == 1.0
     assert result.lidar_frames == result.frames
