@@ -176,6 +176,19 @@ def test_model_run_scores_writes_node_outputs_with_input_headers_and_a_report(
         assert (out / png).stat().st_size > 0 and f"]({png})" in report
 
 
+@pytest.mark.needs_torch
+def test_evaluate_main_opts_in_to_the_allocator_tuning(bags, tiny_depth, tmp_path, monkeypatch):
+    import e2e_depth_ros.allocator as allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_cpu_buffers_mapped", lambda: calls.append(1))
+    assert evaluate.main([
+        str(bags["mcap"]), *TOPIC_ARGS, "--depth-model", tiny_depth, "--normals-model", "none",
+        "--device", "cpu", "--processing-resolution", "0", "--max-frames", "1",
+        "--no-progress", "--out", str(tmp_path / "eval")]) == 0
+    assert calls == [1]
+
+
 def _signed_errors(metric_msgs, gt_msgs):
     """(metric - GT) / GT over the pixels where both are valid, all frames pooled."""
     from e2e_depth_ros.messages import image_to_array
