@@ -195,11 +195,12 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
                              f"{MIN_SIDE} px")
 
 
-def tiny_notes(*models: str | None) -> list[str]:
-    """One line per model that is a tiny random-weight checkpoint (tiny_checkpoint's marker)."""
+def tiny_notes(*models: str | None, prog: str = PROG) -> list[str]:
+    """One line per model that is a tiny random-weight checkpoint (tiny_checkpoint's marker),
+    so nobody mistakes its scores or pictures for the method's."""
     from e2e_depth_ros.tiny_checkpoint import TINY_NOTE, is_tiny_checkpoint
 
-    return [f"{PROG}: note: {model} is a {TINY_NOTE}" for model in models
+    return [f"{prog}: note: {model} is a {TINY_NOTE}" for model in models
             if is_tiny_checkpoint(model)]
 
 

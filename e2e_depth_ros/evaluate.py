@@ -804,6 +804,7 @@ def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
                                              Estimator, quiet_model_libraries)
 
         from e2e_depth_ros.allocator import keep_cpu_buffers_mapped
+        from e2e_depth_ros.cli import tiny_notes
 
         quiet_model_libraries()
         keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
@@ -816,9 +817,12 @@ def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
         if depth is None:
             raise ValueError("--depth-model none: the evaluation needs a depth model "
                              "(or --pred-topic)")
-        return Estimator(depth, normals, device=args.device, dtype=args.dtype,
-                         processing_resolution=args.processing_resolution,
-                         backend=args.backend, precision=args.precision)
+        estimator = Estimator(depth, normals, device=args.device, dtype=args.dtype,
+                              processing_resolution=args.processing_resolution,
+                              backend=args.backend, precision=args.precision)
+        for note in tiny_notes(depth, normals, prog=PROG):
+            print(note, file=sys.stderr)
+        return estimator
     return make
 
 

@@ -176,17 +176,32 @@ def test_model_run_scores_writes_node_outputs_with_input_headers_and_a_report(
         assert (out / png).stat().st_size > 0 and f"]({png})" in report
 
 
+def _one_frame_model_run(bag, model, out):
+    """``evaluate`` on the bag's first frame with ``model``; its exit code."""
+    return evaluate.main([
+        str(bag), *TOPIC_ARGS, "--depth-model", model, "--normals-model", "none",
+        "--device", "cpu", "--processing-resolution", "0", "--max-frames", "1",
+        "--no-progress", "--out", str(out)])
+
+
 @pytest.mark.needs_torch
 def test_evaluate_main_opts_in_to_the_allocator_tuning(bags, tiny_depth, tmp_path, monkeypatch):
     import e2e_depth_ros.allocator as allocator
 
     calls = []
     monkeypatch.setattr(allocator, "keep_cpu_buffers_mapped", lambda: calls.append(1))
-    assert evaluate.main([
-        str(bags["mcap"]), *TOPIC_ARGS, "--depth-model", tiny_depth, "--normals-model", "none",
-        "--device", "cpu", "--processing-resolution", "0", "--max-frames", "1",
-        "--no-progress", "--out", str(tmp_path / "eval")]) == 0
+    assert _one_frame_model_run(bags["mcap"], tiny_depth, tmp_path / "eval") == 0
     assert calls == [1]
+
+
+@pytest.mark.needs_torch
+def test_evaluate_says_when_a_checkpoint_is_a_tiny_random_one(bags, tiny_depth, tmp_path,
+                                                              capsys):
+    assert _one_frame_model_run(bags["mcap"], tiny_depth, tmp_path / "eval") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("evaluate: note: ") and tiny_depth in notes[0]
+    assert "MEANINGLESS" in notes[0]
 
 
 def _signed_errors(metric_msgs, gt_msgs):
