@@ -327,6 +327,20 @@ def _expect_error(capsys, argv, *fragments):
 NO_MODEL = ["--depth-model", "/nonexistent/checkpoint", "--device", "cpu", "--no-progress"]
 
 
+@pytest.mark.parametrize("value", ["4", "2049", "-1"])
+def test_a_processing_resolution_the_node_refuses_is_refused_in_one_line(
+        value, bags, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([str(bags["mcap"]), *TOPIC_ARGS, *NO_MODEL, "--out", str(tmp_path / "o"),
+                       "--processing-resolution", value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("evaluate: error: argument "
+                                                   "--processing-resolution: ")
+    assert f"16..2048, got {value}" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_topic_is_named_with_the_topics_the_bag_has(bags, tmp_path, capsys):
     _expect_error(capsys, [str(bags["mcap"]), *TOPIC_ARGS, "--lidar-topic", "/velodyne",
                            *NO_MODEL, "--out", str(tmp_path)],
