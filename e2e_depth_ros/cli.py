@@ -38,6 +38,29 @@ MODULE_COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line ``PROG: error: ...`` and exit code 2, like every
+    other error of the tools (a usage dump would bury the reason)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def processing_resolution_arg(text: str) -> int:
+    """argparse type of ``--processing-resolution``: the node's own range (0 or 16..2048), so
+    a value the node would refuse is refused here before a model loads."""
+    from e2e_depth_ros.input_checks import processing_resolution_problem
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    problem = processing_resolution_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 class UsageError(Exception):
     """A command-line argument that names something unusable (a missing path, ...)."""
 
@@ -195,11 +218,12 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
                              f"{MIN_SIDE} px")
 
 
-def tiny_notes(*models: str | None) -> list[str]:
-    """One line per model that is a tiny random-weight checkpoint (tiny_checkpoint's marker)."""
+def tiny_notes(*models: str | None, prog: str = PROG) -> list[str]:
+    """One line per model that is a tiny random-weight checkpoint (tiny_checkpoint's marker),
+    so nobody mistakes its scores or pictures for the method's."""
     from e2e_depth_ros.tiny_checkpoint import TINY_NOTE, is_tiny_checkpoint
 
-    return [f"{PROG}: note: {model} is a {TINY_NOTE}" for model in models
+    return [f"{prog}: note: {model} is a {TINY_NOTE}" for model in models
             if is_tiny_checkpoint(model)]
 
 
@@ -270,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Literal copies, so --help does not import torch via the estimator; a test pins them.
     default_depth = "GonzaloMG/marigold-e2e-ft-depth"
     default_normals = "GonzaloMG/marigold-e2e-ft-normals"
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG, description="Single-step E2E-FT diffusion depth and surface normals.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -300,8 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--precision", default="auto",
                          help="auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16 "
                          "(openvino on CPUs with bf16 support)")
-    predict.add_argument("--processing-resolution", type=int, default=768, metavar="PX",
-                         help="longer side the model runs at; 0 = native (default: 768)")
+    predict.add_argument("--processing-resolution", type=processing_resolution_arg,
+                         default=768, metavar="PX", help="longer side the model runs at: "
+                         "16..2048, or 0 = native (default: 768)")
     predict.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                          help="refuse images with more pixels, judged from the file header "
                          "before decoding (default: %(default)s)")

@@ -148,12 +148,32 @@ def choose_resolution(device: str, requested: int | None) -> tuple[str, int, str
 
 # ----------------------------------------------------------------------- inputs
 
+DEMO_MARKER = ".written_by_e2e_depth_demo"  # in each folder the demo creates
+
+
+def _mark(path: Path) -> Path:
+    """Sign a folder the demo just created, so its next run may replace it (and only it)."""
+    (path / DEMO_MARKER).write_text("written by e2e_depth_ros.demo; its next run with the "
+                                    "same --out replaces this folder\n")
+    return path
+
+
+def _check_ours(path: Path) -> None:
+    """Refuse anything at ``path`` that does not carry the demo's marker: never remove what
+    the demo did not create (a user's folder or file that happens to have its name)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and not path.is_symlink() and (path / DEMO_MARKER).is_file():
+        return
+    raise DemoError(f"{path} exists and was not written by the demo (no {DEMO_MARKER} "
+                    "in it); move it away or choose another --out")
+
+
 def _fresh(path: Path) -> Path:
-    """Remove an output of a previous demo run (only the folders this demo writes)."""
-    if path.is_dir():
+    """Remove a previous demo run's output at ``path``; anything else there is refused."""
+    _check_ours(path)
+    if path.exists():
         shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
     return path
 
 
@@ -170,8 +190,8 @@ def prepare_bag(args: argparse.Namespace, out: Path) -> tuple[Path, BagTopics]:
         return args.bag, topics
     from e2e_depth_ros.synthetic import write_sample_bag
 
-    path = write_sample_bag(_fresh(out / "sample"), n_frames=args.frames, width=args.width,
-                            height=args.height, seed=args.seed)
+    path = _mark(write_sample_bag(_fresh(out / "sample"), n_frames=args.frames,
+                                  width=args.width, height=args.height, seed=args.seed))
     say(f"[1/5] sample sequence: {path} ({args.frames} frames, {args.width}x{args.height}, "
         "camera + 16-beam LiDAR + ground-truth depth/normals, MCAP)")
     d = DEFAULT_TOPICS
@@ -740,8 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Sample bag -> the real depth node -> recording -> "
                 "evaluation, in one command (no ROS install needed).")
     p.add_argument("--out", type=Path, default=Path("demo_output"),
-                   help="output folder (default ./demo_output); sample/, recording/, "
-                   "evaluation/ and node.log in it are replaced")
+                   help="output folder (default ./demo_output); an earlier demo run's "
+                   "sample/, recording/, evaluation/ and node.log in it are replaced (a "
+                   "sample/ or recording/ the demo did not write is refused)")
     m = p.add_argument_group("models")
     m.add_argument("--depth-model", default="GonzaloMG/marigold-e2e-ft-depth",
                    help="hub id or local checkpoint folder")
@@ -874,6 +895,8 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
 
     out = args.out.resolve()
+    for name in ("recording",) if args.bag is not None else ("sample", "recording"):
+        _check_ours(out / name)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     domain = ros_environment()
     say(f"ROS_DOMAIN_ID={domain}, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (DDS stays on "
@@ -882,6 +905,7 @@ def run(args: argparse.Namespace) -> int:
     topics, types = inspect_bag(bag, topics)
     settings = node_settings(args, out, bag, topics, types)
     recording = Recording(_fresh(out / "recording"))
+    _mark(recording.path)
     node = NodeProcess(node_command(settings, topics), out / "node.log")
     say(f"[2/5] starting the node: depth={settings.depth_model} "
         f"normals={settings.normals_model or 'off'} (log: {node.log_path})")

@@ -33,6 +33,7 @@ from e2e_depth_ros.bag_io import (CAMERA_INFO, COMPRESSED, IMAGE, POINTCLOUD,  #
                                   TF_MESSAGE, MessageRef, OutputBag, TopicIndex,
                                   bag_read_errors, check_topics, fetch_message, index_bag,
                                   open_reader)
+from e2e_depth_ros.cli import processing_resolution_arg, tiny_notes
 from e2e_depth_ros.errors import BagError, E2EDepthError, MessageError
 from e2e_depth_ros.model_args import model_or_none
 from e2e_depth_ros.report import (REPORT_FILES, Sample,  # noqa: F401 (re-exported)
@@ -758,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint converted once)")
     m.add_argument("--precision", default="auto",
                    help="auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16")
-    m.add_argument("--processing-resolution", type=int, default=768)
+    m.add_argument("--processing-resolution", type=processing_resolution_arg, default=768,
+                   help="16..2048, or 0 = native (default: 768)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--min-depth", type=float, default=None, help="valid GT range (m)")
     e.add_argument("--max-depth", type=float, default=None)
@@ -816,9 +818,12 @@ def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
         if depth is None:
             raise ValueError("--depth-model none: the evaluation needs a depth model "
                              "(or --pred-topic)")
-        return Estimator(depth, normals, device=args.device, dtype=args.dtype,
-                         processing_resolution=args.processing_resolution,
-                         backend=args.backend, precision=args.precision)
+        estimator = Estimator(depth, normals, device=args.device, dtype=args.dtype,
+                              processing_resolution=args.processing_resolution,
+                              backend=args.backend, precision=args.precision)
+        for note in tiny_notes(depth, normals, prog=PROG):
+            print(note, file=sys.stderr)
+        return estimator
     return make
 
 

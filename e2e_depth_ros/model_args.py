@@ -1,12 +1,14 @@
-"""How users name models: one spelling for "off", and what a checkpoint's name says it is.
+"""How users name models: one spelling for "off", and what a checkpoint says it is (its
+files when it is a local folder that names its task, else its name).
 
 Shared by the node, the CLI and the demo so ``none`` means the same everywhere.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 DISABLED = ("", "none")  # compared after strip().lower(): "", "none", "None", " NONE "
 TASKS = ("depth", "normals")
@@ -31,13 +33,63 @@ def task_from_name(model: str) -> str | None:
     return says.pop() if len(says) == 1 else None
 
 
+# What diffusers' Marigold pipelines write into model_index.json: the pipeline class and the
+# ``prediction_type`` they register ("depth"/"disparity" for depth, "normals").
+_PIPELINE_TASKS = {"MarigoldDepthPipeline": "depth", "MarigoldNormalsPipeline": "normals"}
+_PREDICTION_TASKS = {"depth": "depth", "disparity": "depth", "normals": "normals"}
+
+
+def _task_from_model_index(path: Path) -> tuple[str, str] | None:
+    """(task, evidence) from a Marigold pipeline's model_index.json, or None.
+
+    The E2E-FT training script saves a plain StableDiffusionPipeline, whose index names no
+    task: those checkpoints say nothing here and are judged by name.
+    """
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(index, dict):
+        return None
+    said = {}
+    name, kind = index.get("_class_name"), index.get("prediction_type")
+    if isinstance(name, str) and name in _PIPELINE_TASKS:
+        said[_PIPELINE_TASKS[name]] = f"model_index.json names {name}"
+    if isinstance(kind, str) and kind in _PREDICTION_TASKS:
+        said.setdefault(_PREDICTION_TASKS[kind], f"model_index.json has prediction_type {kind}")
+    return next(iter(said.items())) if len(said) == 1 else None
+
+
+def task_from_files(model: str) -> tuple[str, str] | None:
+    """(task, evidence) from a local checkpoint folder's own files, or None (a hub id, or
+    files that name no task): a Marigold pipeline's model_index.json, or the task line of a
+    tiny test checkpoint's README.md. Files beat the name: a folder can be renamed."""
+    from e2e_depth_ros.tiny_checkpoint import tiny_checkpoint_task
+
+    folder = Path(model.strip()).expanduser()
+    if not folder.is_dir():
+        return None
+    found = _task_from_model_index(folder / "model_index.json")
+    if found is not None:
+        return found
+    task = tiny_checkpoint_task(folder)
+    return (task, f"its README.md says task: {task}") if task else None
+
+
 def task_mismatch(model: str, expected: str) -> str | None:
-    """A warning when ``model`` (given as the ``expected`` task's model) is not one, or None."""
-    said = task_from_name(model)
-    if said is None:
-        return (f"cannot tell from its name whether {expected}_model {model!r} is a depth "
-                f"or a normals checkpoint; make sure it is a {expected} one")
+    """A warning when ``model`` (given as the ``expected`` task's model) is not one, or None.
+
+    The checkpoint's own files decide when they name a task; otherwise its name does.
+    """
+    found = task_from_files(model)
+    if found is None:
+        said = task_from_name(model)
+        found = (said, f"its name says {said}") if said else None
+    if found is None:
+        return (f"cannot tell from its files or name whether {expected}_model {model!r} is "
+                f"a depth or a normals checkpoint; make sure it is a {expected} one")
+    said, evidence = found
     if said != expected:
-        return (f"{expected}_model {model!r} looks like a {said} checkpoint (its name says "
-                f"{said}): its output would be published as {expected}")
+        return (f"{expected}_model {model!r} looks like a {said} checkpoint ({evidence}): "
+                f"its output would be published as {expected}")
     return None

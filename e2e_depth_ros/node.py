@@ -374,7 +374,8 @@ class DepthNode(Node):
         return next(iter(self._streams.values())).inputs
 
     def _check_model_names(self) -> list[str]:
-        """Warnings for a checkpoint whose name says it is the other task's, or says neither."""
+        """Warnings for a checkpoint whose files or name say it is the other task's, or say
+        neither (model_args.task_mismatch)."""
         warnings = []
         for task in ("depth", "normals"):
             model = model_or_none(self._params[f"{task}_model"])

@@ -170,6 +170,12 @@ def _error_cmap() -> Any:
 
 
 def _plot_samples(samples: list[Sample], t0: float, path: Path) -> str:
+    _samples_figure(samples, t0).savefig(path)
+    return path.name
+
+
+def _samples_figure(samples: list[Sample], t0: float) -> Any:
+    """One row per sample: image, GT, prediction (one shared depth colour bar), error."""
     import numpy as np
 
     fig = _figure(13, 2.8 * len(samples))
@@ -186,14 +192,26 @@ def _plot_samples(samples: list[Sample], t0: float, path: Path) -> str:
         row[1].set_title(_clip_title("ground truth (m)", sample.gt, lo, hi))
         shown = row[2].imshow(sample.pred, cmap=cmap, vmin=lo, vmax=hi)
         row[2].set_title(_clip_title(f"prediction, {sample.label} (m)", sample.pred, lo, hi))
-        fig.colorbar(shown, ax=row[1:3], shrink=0.8, extend="both")
+        fig.colorbar(shown, ax=row[1:3], shrink=0.8,
+                     extend=_colour_bar_extend(lo, hi, sample.gt, sample.pred))
         err = row[3].imshow(error, cmap=_error_cmap(), vmin=0.0, vmax=0.5)
         row[3].set_title(_clip_title("|pred - gt| / gt", error, 0.0, 0.5))
-        fig.colorbar(err, ax=row[3], shrink=0.8, extend="max")
+        fig.colorbar(err, ax=row[3], shrink=0.8, extend=_colour_bar_extend(0.0, 0.5, error))
         for ax in row:
             ax.set_axis_off()
-    fig.savefig(path)
-    return path.name
+    return fig
+
+
+def _colour_bar_extend(lo: float, hi: float, *images: np.ndarray) -> str:
+    """The colour bar's ``extend``: an arrow on each end some pixel is drawn past, so the bar
+    shows that the colour there is a clip, and only then."""
+    import numpy as np
+
+    finite = [v[np.isfinite(v)] for v in images]
+    below = any(np.any(v < lo) for v in finite)
+    above = any(np.any(v > hi) for v in finite)
+    return {(False, False): "neither", (True, False): "min", (False, True): "max",
+            (True, True): "both"}[(below, above)]
 
 
 def _clip_title(title: str, values: np.ndarray, lo: float, hi: float) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +71,19 @@ def is_tiny_checkpoint(model: str | Path | None) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return first.strip() == LABEL.splitlines()[0].strip()
+
+
+def tiny_checkpoint_task(model: str | Path | None) -> str | None:
+    """The task ("depth" or "normals") a folder this module wrote was made for, read from
+    the README.md line ``make_tiny_checkpoint`` writes; None for anything else."""
+    if not is_tiny_checkpoint(model):
+        return None
+    try:
+        text = (Path(model).expanduser() / "README.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = re.search(r"^task: (depth|normals)\b", text, flags=re.MULTILINE)
+    return found.group(1) if found else None
 
 
 def _byte_vocab() -> list[str]:

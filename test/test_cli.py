@@ -77,6 +77,24 @@ def test_missing_input_path_exits_2_with_one_line_message(tmp_path, capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("value", ["4", "15", "2049", "-1", "abc"])
+def test_predict_refuses_a_processing_resolution_the_node_refuses(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predict", str(tmp_path), "--out", str(tmp_path / "out"),
+                  "--processing-resolution", value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("e2e-depth predict: error: ")
+    assert "--processing-resolution" in err and ("16..2048" in err or "integer" in err)
+
+
+@pytest.mark.parametrize("value", [0, 16, 768, 2048])
+def test_predict_accepts_the_node_s_processing_resolutions(value):
+    args = cli.build_parser().parse_args(["predict", "x", "--out", "y",
+                                          "--processing-resolution", str(value)])
+    assert args.processing_resolution == value
+
+
 @pytest.mark.needs_torch
 def test_bad_device_exits_2_with_one_line_message(tiny_depth, image_dir, tmp_path, capsys):
     code = cli.main(["predict", str(image_dir), "--out", str(tmp_path / "out"),

@@ -145,3 +145,32 @@ def test_recording_copies_messages_of_a_bare_mcap_file(tmp_path):
             recording.copy(conn, bag_time, raw)
     recording.close()
     assert read_stamps(tmp_path / "recording") == read_stamps(bare)
+
+
+@pytest.mark.parametrize("name", ["sample", "recording"])
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_an_output_name_the_demo_did_not_write_is_refused_not_removed(
+        name, kind, tmp_path, capsys):
+    out = tmp_path / "demo"
+    theirs = out / name
+    if kind == "folder":
+        theirs.mkdir(parents=True)
+        (theirs / "thesis.tex").write_text("months of work")
+    else:
+        out.mkdir()
+        theirs.write_text("months of work")
+    assert demo.main(["--out", str(out), "--tiny", *SMALL]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"demo: error: {theirs} exists and was not "
+                                               "written by the demo")
+    kept = theirs / "thesis.tex" if kind == "folder" else theirs
+    assert kept.read_text() == "months of work"
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing else was written
+
+
+def test_an_earlier_demo_output_carrying_its_marker_is_replaced(tmp_path):
+    (tmp_path / "recording").mkdir()
+    earlier = demo._mark(tmp_path / "recording")  # what the demo's previous run left
+    (earlier / "old.mcap").write_bytes(b"old")
+    assert demo._fresh(earlier) == earlier and not earlier.exists()
+    assert demo._fresh(earlier) == earlier  # nothing there: nothing to do

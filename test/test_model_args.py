@@ -1,8 +1,11 @@
-"""One spelling for "off", and what a checkpoint's name says it is."""
+"""One spelling for "off", and what a checkpoint's files or name say it is."""
+
+import json
+import shutil
 
 import pytest
 
-from e2e_depth_ros.model_args import model_or_none, task_from_name, task_mismatch
+from e2e_depth_ros.model_args import model_or_none, task_from_files, task_from_name, task_mismatch
 
 
 @pytest.mark.parametrize("value", ["", "none", "None", " NONE ", None])
@@ -34,3 +37,50 @@ def test_task_mismatch_warns_about_a_normals_checkpoint_given_as_depth():
 
 def test_task_mismatch_warns_when_the_name_cannot_tell():
     assert "cannot tell" in task_mismatch("/ckpt/model", "depth")
+
+
+def test_a_tiny_normals_checkpoint_in_a_neutral_folder_is_recognised_from_its_files(
+        tiny_normals, tmp_path):
+    model = str(shutil.copytree(tiny_normals, tmp_path / "model"))
+    assert task_from_name(model) is None  # its name says nothing
+    assert task_from_files(model) == ("normals", "its README.md says task: normals")
+    warning = task_mismatch(model, "depth")
+    assert "looks like a normals checkpoint (its README.md says task: normals)" in warning
+    assert task_mismatch(model, "normals") is None
+
+
+def test_files_beat_a_misleading_folder_name(tiny_depth, tmp_path):
+    model = str(shutil.copytree(tiny_depth, tmp_path / "normals"))  # renamed by hand
+    assert task_mismatch(model, "depth") is None
+    assert "looks like a depth checkpoint" in task_mismatch(model, "normals")
+
+
+def _folder_with_index(path, index):
+    path.mkdir()
+    (path / "model_index.json").write_text(json.dumps(index))
+    return str(path)
+
+
+@pytest.mark.parametrize("index, task", [
+    ({"_class_name": "MarigoldNormalsPipeline", "prediction_type": "normals"}, "normals"),
+    ({"_class_name": "MarigoldDepthPipeline", "prediction_type": "depth"}, "depth"),
+    ({"_class_name": "MarigoldDepthPipeline", "prediction_type": "disparity"}, "depth"),
+    ({"_class_name": "SomePipeline", "prediction_type": "normals"}, "normals"),
+    ({"_class_name": "StableDiffusionPipeline"}, None),  # the E2E-FT training script's save
+    ({"_class_name": "MarigoldDepthPipeline", "prediction_type": "normals"}, None),  # conflict
+])
+def test_a_marigold_model_index_names_the_task(index, task, tmp_path):
+    found = task_from_files(_folder_with_index(tmp_path / "model", index))
+    assert (found and found[0]) == task
+
+
+def test_the_name_decides_when_the_files_name_no_task(tmp_path):
+    sd = {"_class_name": "StableDiffusionPipeline"}
+    assert "its name says normals" in task_mismatch(
+        _folder_with_index(tmp_path / "x-normals", sd), "depth")
+    assert "cannot tell from its files or name" in task_mismatch(
+        _folder_with_index(tmp_path / "model", sd), "depth")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{not json")
+    assert task_from_files(str(broken)) is None

@@ -121,6 +121,20 @@ def test_a_normals_checkpoint_given_as_depth_model_is_warned(estimator, tiny_nor
         node.destroy_node()
 
 
+def test_a_depth_checkpoint_in_a_neutral_folder_given_as_normals_model_is_warned(
+        estimator, tiny_depth, tmp_path):
+    import shutil
+
+    model = str(shutil.copytree(tiny_depth, tmp_path / "model"))  # its name says nothing
+    node = make_node(estimator, depth_model="none", normals_model=model)
+    try:
+        assert [w for w in node.startup_warnings if "normals_model" in w] == [
+            f"normals_model {model!r} looks like a depth checkpoint (its README.md says task: "
+            "depth): its output would be published as normals"]
+    finally:
+        node.destroy_node()
+
+
 def test_two_nodes_with_the_same_name_warn_at_start_up(estimator):
     ns = namespace()
     nodes = [make_node(estimator, ns) for _ in range(2)]

@@ -268,11 +268,17 @@ def test_each_camera_fits_its_own_lidar_scale(rigs):
                             for k, v in d.items() if k.startswith(("scale", "lidar", "fit",
                                                                    "frames", "last"))}
                       for cam in maps}
+    # Measured (front, left): scale -1.5 %, -1.1 %; median |error| 0.60 %, 0.62 %; signed
+    # mean -0.50 %, -0.54 %. The LiDAR z-buffer keeps the nearest noisy point per pixel, so
+    # each fit reads a little short (as in test_node_lidar); a fit borrowed from the other
+    # camera would be off by far more (scales 4.0 and 1.5).
     for cam, (sequence, scale, shift) in maps.items():
         diag = rig.diagnostics_by_camera[cam][-1]
-        assert abs(float(diag["scale"]) - scale) / scale < 0.03, (cam, diag["scale"])
+        assert -0.025 < (float(diag["scale"]) - scale) / scale < 0.0, (cam, diag["scale"])
         metric = messages.image_to_array(rig.last(f"{cam}/depth/image"))
         truth = sequence.frames[2].depth
         valid = np.isfinite(metric)
         assert valid.mean() > 0.9
-        assert np.median(np.abs(metric[valid] - truth[valid]) / truth[valid]) < 0.03, cam
+        error = (metric[valid] - truth[valid]) / truth[valid]
+        assert np.median(np.abs(error)) < 0.01, cam
+        assert -0.01 < np.mean(error) < 0.0, cam

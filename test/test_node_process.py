@@ -87,6 +87,24 @@ def test_a_bad_parameter_at_start_up_is_one_fatal_line_and_exit_1(param, match):
     assert len(lines) == 1 and "[FATAL]" in lines[0] and match in lines[0], out
 
 
+OPT_IN_PROBE = """
+import sys
+import e2e_depth_ros.allocator as allocator
+allocator.keep_cpu_buffers_mapped = lambda: print("OPTED-IN") or True
+from e2e_depth_ros import node
+raise SystemExit(node.main(sys.argv))
+"""
+
+
+def test_node_main_opts_in_to_the_allocator_tuning():
+    proc = subprocess.run(
+        [sys.executable, "-c", OPT_IN_PROBE, "--ros-args", "-r", f"__ns:=/alloc{os.getpid()}",
+         "-p", "depth_model:=/nonexistent/model", "-p", "normals_model:=none"],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 1, proc.stderr  # the missing model: after the opt-in
+    assert proc.stdout.splitlines() == ["OPTED-IN"], proc.stdout + proc.stderr
+
+
 def test_ctrl_c_during_model_loading_exits_0_with_one_line(tiny_depth):
     node = NodeProcess("--ros-args", "-r", f"__ns:=/load{os.getpid()}",
                        "-p", f"depth_model:={tiny_depth}", "-p", "normals_model:=none")

@@ -72,3 +72,39 @@ def test_frames_png_plots_a_far_off_prediction_in_range_and_counts_what_is_clipp
     sample = report.Sample(T0 + 0.4, np.zeros((48, 64, 3), np.uint8), gt, pred, "GT-aligned")
     name = report._plot_samples([sample], T0, tmp_path / "frames.png")
     assert (tmp_path / name).stat().st_size > 0
+
+
+def _two_level_gt():
+    """Half the pixels at 1 m, half at 3 m: the colour range is exactly [1, 3] (the 1st and
+    99th percentiles), so a prediction equal to it has nothing outside the bar."""
+    gt = np.full((48, 64), 1.0, np.float32)
+    gt[:, 32:] = 3.0
+    return gt
+
+
+def _panels(tmp_path, pred):
+    """Titles of the GT, prediction and error panels of frames.png, and the ``extend`` of
+    its two colour bars (depth, shared by GT and prediction; error)."""
+    sample = report.Sample(T0, np.zeros((48, 64, 3), np.uint8), _two_level_gt(), pred, "GT")
+    fig = report._samples_figure([sample], T0)
+    fig.savefig(tmp_path / "frames.png")  # drawn: the titles and bars are the ones shown
+    _, gt_ax, pred_ax, err_ax = fig.axes[:4]
+    titles = [ax.get_title() for ax in (gt_ax, pred_ax, err_ax)]
+    return titles, [ax.get_images()[0].colorbar.extend for ax in (pred_ax, err_ax)]
+
+
+def test_frames_png_says_nothing_about_clipping_when_nothing_is_clipped(tmp_path):
+    titles, extends = _panels(tmp_path, _two_level_gt())
+    assert titles == ["ground truth (m)", "prediction, GT (m)", "|pred - gt| / gt"]
+    assert extends == ["neither", "neither"]
+
+
+def test_frames_png_says_how_much_of_a_clipped_prediction_is_outside_the_bar(tmp_path):
+    pred = _two_level_gt()
+    pred[:, :8] = -2.0  # a bad affine fit's negative depths: 1/8 of the pixels, below 1 m
+    pred[0, 32:40] = 50.0  # 8 pixels (0.26 %) far beyond 3 m
+    titles, extends = _panels(tmp_path, pred)
+    assert titles == ["ground truth (m)",
+                      "prediction, GT (m)\n13% outside the colour bar",  # 12.76 %
+                      "|pred - gt| / gt\n13% outside the colour bar"]  # errors 3 and 16
+    assert extends == ["both", "max"]
