@@ -62,6 +62,8 @@ def test_package_xml_names_rosdep_keys_for_what_the_distro_provides():
             "rcl_interfaces", "python3-numpy", "python3-opencv",
             "python3-matplotlib", "python3-tqdm"} <= exec_depends
     assert not exec_depends & {"torch", "python3-torch", "diffusers", "transformers"}
+    test_depends = {e.text for e in root.iter("test_depend")}
+    assert {"python3-pytest", "python3-yaml"} <= test_depends  # the tests import yaml
     assert root.find("export/build_type").text == "ament_python"
 
 
