@@ -95,6 +95,23 @@ def test_three_cameras_get_their_own_outputs_with_their_own_headers(estimator, r
     assert not rig.received["front/depth/image_mm"]  # off by default, per camera too
 
 
+def test_max_batch_caps_each_model_call_and_no_camera_is_left_out(estimator, rigs):
+    model = Recording(estimator, delay=0.3)
+    rig = make_rig(model, fixed_scale=2.0, max_batch=2)
+    rigs.append(rig)
+    rig.send(image(99), T0 - 10**9, cam="front")  # the worker is busy: the three wait
+    assert model.busy.wait(10.0)
+    for i, cam in enumerate(CAMERAS):
+        rig.send(image(i), T0 + i, cam=cam)
+    assert rig.wait_for(lambda: all(T0 + i in rig.stamps(f"{cam}/depth/relative")
+                                    for i, cam in enumerate(CAMERAS)), timeout=30)
+    assert model.batches[1:] == [2, 1], model.batches  # never 3 in one call; none left out
+    # diagnostics (1 Hz) show each camera's last batch: two of them shared one
+    assert rig.wait_for(lambda: sorted(rig.diagnostics_by_camera[cam][-1]["batch_size"]
+                                       if rig.diagnostics_by_camera[cam] else "0"
+                                       for cam in CAMERAS) == ["1", "2", "2"], timeout=5)
+
+
 def test_a_camera_that_stops_does_not_stop_the_others(estimator, rigs):
     rig = make_rig(estimator, cameras=("front", "left"))
     rigs.append(rig)
