@@ -4,13 +4,15 @@ Every node is a separate process (``python -m e2e_depth_ros.node``) with random-
 checkpoints of two sizes (tiny; mid, where convolutions dominate) on the CPU. This process
 publishes an image on every camera at ``--rate`` Hz with the wall clock as stamp and
 subscribes to each camera's ``depth/relative``. Reported per configuration: outputs per
-second over all cameras, latency (receive time - stamp) p50/p95 over every camera's frames,
-resident memory (VmRSS summed over the node processes, at the end of the run) and CPU
-seconds per output frame (all node processes). The two layouts alternate for each N, so
+second over all cameras, latency (receive time - stamp) p50/p95 over every camera's frames
+and the worst camera's p50/p95, resident memory (VmRSS at the end of the run and the peak
+VmHWM, each summed over the node processes) and CPU seconds per output frame (all node
+processes). The two layouts alternate for each N, so
 both see the same machine load. On a shared machine N processes get N shares of the CPU
 against other load where one process gets one, so compare CPU s/frame for efficiency.
 
     python benchmarks/bench_multicam.py [--sizes tiny mid] [--cameras 1 2 3 4] [--seconds 12]
+        [--max-batch 0]    (the one node's max_batch; 0: its auto, one frame per call on a CPU)
 """
 
 from __future__ import annotations
@@ -52,16 +54,28 @@ class Run:
     fps: float
     p50_ms: float
     p95_ms: float
+    worst_p50_ms: float  # the camera with the highest p50 / p95
+    worst_p95_ms: float
     rss_mb: float
+    peak_mb: float
     cpu_per_frame: float  # CPU seconds (all node processes) per output frame
 
 
-def rss_mb(pid: int) -> float:
+def status_mb(pid: int, key: str = "VmRSS") -> float:
+    """A memory figure of /proc/PID/status in MB (VmRSS now, VmHWM its peak)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def quantiles_ms(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p95 of latencies in seconds, in ms."""
+    if len(latencies) < 2:
+        return float("nan"), float("nan")
+    q = statistics.quantiles(latencies, n=20)
+    return q[9] * 1e3, q[18] * 1e3
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,12 +86,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_node(namespace: str, cameras: list[str], depth: str, normals: str,
-               resolution: int, log: Path) -> subprocess.Popen:
+               resolution: int, max_batch: int, log: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args", "-r",
             f"__ns:={namespace}", "-p", f"depth_model:={depth}", "-p",
             f"normals_model:={normals}", "-p", "device:=cpu", "-p",
-            f"processing_resolution:={resolution}", "-p", f"max_batch:={max(len(cameras), 1)}",
-            "--log-level", "warn"]
+            f"processing_resolution:={resolution}", "-p",
+            f"max_batch:={max_batch}", "--log-level", "warn"]
     if cameras:
         args += ["-p", f"cameras:=[{', '.join(cameras)}]"]
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
@@ -137,11 +151,11 @@ def measure(layout: str, size: str, n: int, ckpt: dict[str, str], args,
     if layout == "one node":
         names = [f"cam{i}" for i in range(n)]
         procs = [start_node(f"/bm_{tag}", names, ckpt["depth"], ckpt["normals"],
-                            args.resolution, logs / f"{tag}.log")]
+                            args.resolution, args.max_batch, logs / f"{tag}.log")]
         prefixes = [f"/bm_{tag}/{name}" for name in names]
     else:
         procs = [start_node(f"/bm_{tag}_{i}", [], ckpt["depth"], ckpt["normals"],
-                            args.resolution, logs / f"{tag}_{i}.log") for i in range(n)]
+                            args.resolution, 0, logs / f"{tag}_{i}.log") for i in range(n)]
         prefixes = [f"/bm_{tag}_{i}" for i in range(n)]
     driver = Driver(prefixes, args.width, args.height)
     try:
@@ -160,8 +174,9 @@ def measure(layout: str, size: str, n: int, ckpt: dict[str, str], args,
         frames = sum(sum(1 for t in arr if t >= start) for arr in driver.arrivals)
         span = max(max((arr[-1] for arr in driver.arrivals if arr), default=start) - start,
                    1e-6)
-        lat = [x for arr, c in zip(driver.latency, counted) for x in arr[c:]]
-        rss = sum(rss_mb(p.pid) for p in procs)
+        per_camera = [arr[c:] for arr, c in zip(driver.latency, counted)]
+        rss = sum(status_mb(p.pid) for p in procs)
+        peak = sum(status_mb(p.pid, "VmHWM") for p in procs)
     finally:
         driver.close()
         for p in procs:
@@ -171,9 +186,10 @@ def measure(layout: str, size: str, n: int, ckpt: dict[str, str], args,
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    q = statistics.quantiles(lat, n=20) if len(lat) >= 2 else [float("nan")] * 19
-    return Run(size, layout, n, frames / span, q[9] * 1e3, q[18] * 1e3, rss,
-               cpu / max(frames, 1))
+    p50, p95 = quantiles_ms([x for arr in per_camera for x in arr])
+    worst = [quantiles_ms(arr) for arr in per_camera]
+    return Run(size, layout, n, frames / span, p50, p95, max(w[0] for w in worst),
+               max(w[1] for w in worst), rss, peak, cpu / max(frames, 1))
 
 
 def main() -> int:
@@ -186,6 +202,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--max-batch", type=int, default=0,
+                        help="the one node's max_batch; 0 = the node's auto (1 on a CPU)")
     args = parser.parse_args()
 
     from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
@@ -203,23 +221,26 @@ def main() -> int:
                     run = measure(layout, size, n, ckpt, args, logs)
                     runs.append(run)
                     print(f"  {size} {layout} x{n}: {run.fps:.2f} fps, p50 {run.p50_ms:.0f} ms"
-                          f", p95 {run.p95_ms:.0f} ms, RSS {run.rss_mb:.0f} MB, "
-                          f"{run.cpu_per_frame:.2f} CPU s/frame", flush=True)
+                          f", p95 {run.p95_ms:.0f} ms, RSS {run.rss_mb:.0f} MB (peak "
+                          f"{run.peak_mb:.0f}), {run.cpu_per_frame:.2f} CPU s/frame",
+                          flush=True)
     rclpy.shutdown()
 
     print(f"\n{args.width}x{args.height} at processing_resolution {args.resolution}, "
           f"{args.rate:g} Hz per camera, depth+normals loaded, depth/relative subscribed, "
-          f"CPU ({os.cpu_count()} cores)")
-    print("| model | cameras | layout | fps (all cameras) | latency p50 ms | p95 ms | "
-          "CPU s/frame | RSS MB | RSS one / N nodes |")
+          f"one node's max_batch {args.max_batch or 'auto'}, CPU ({os.cpu_count()} cores)")
+    print("| model | cameras | layout | fps (all cameras) | latency p50 / p95 ms | worst camera "
+          "p50 / p95 ms | CPU s/frame | RSS MB (peak) | RSS one / N nodes (peak) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         pair = next(r for r in runs if (r.size, r.cameras) == (run.size, run.cameras)
                     and r.layout == "N nodes")
-        ratio = f"{run.rss_mb / pair.rss_mb:.2f}x" if run.layout == "one node" else ""
+        ratio = (f"{run.rss_mb / pair.rss_mb:.2f}x ({run.peak_mb / pair.peak_mb:.2f}x)"
+                 if run.layout == "one node" else "")
         print(f"| {run.size} | {run.cameras} | {run.layout} | {run.fps:.2f} | "
-              f"{run.p50_ms:.0f} | {run.p95_ms:.0f} | {run.cpu_per_frame:.2f} | "
-              f"{run.rss_mb:.0f} | {ratio} |")
+              f"{run.p50_ms:.0f} / {run.p95_ms:.0f} | {run.worst_p50_ms:.0f} / "
+              f"{run.worst_p95_ms:.0f} | {run.cpu_per_frame:.2f} | {run.rss_mb:.0f} "
+              f"({run.peak_mb:.0f}) | {ratio} |")
     return 0
 
 

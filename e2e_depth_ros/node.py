@@ -59,6 +59,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 NODE_NAME = "e2e_depth_node"
 THROTTLE_S = 5.0  # per kind of problem
 NAME_CHECK_DELAY_S = 1.0  # discovery time before looking for a namesake on the graph
+AUTO_GPU_BATCH = 4  # max_batch 0 on a GPU; on a CPU a batch costs more per frame than singles
 INFO_WAIT_S = 0.05  # longest wait for a camera_info published with its image but not yet here
 # Inputs: reliability matched to the publishers (input_qos); keep last 1 image (newest frame
 # only), 5 camera_info / LiDAR messages (paired by stamp).
@@ -103,8 +104,9 @@ PARAMETERS = {
                          (64, 1 << 30), False),
     **{name: (default, _B, description, None, False)  # publish_*: one per output kind
        for name, (default, description) in enable_parameters().items()},
-    "max_batch": (4, _I, "Most cameras whose newest frames run through the model together; "
-                  "cameras left out go first next time", (1, 64), False),
+    "max_batch": (0, _I, "Most cameras whose newest frames run through the model together; "
+                  "cameras left out go first next time. 0 = auto: 4 on a GPU, 1 on a CPU "
+                  "(where a batch costs more per frame)", (0, 64), False),
     "points_decimation": (1, _I, "Keep every Nth row and column in the cloud", (1, 16), False),
     "points_color": (True, _B, "Add the packed rgb field to the cloud", None, False),
     "points_normals": (False, _B, "Add normal_x/y/z fields to the cloud (runs the normals "
@@ -432,9 +434,18 @@ class DepthNode(Node):
     # -- worker: one round = the newest frame of up to max_batch cameras --------------------
     def _work(self) -> None:
         while not self._slots.closed:
-            taken = self._slots.take_round(int(self._params["max_batch"]), timeout=0.5)
+            taken = self._slots.take_round(self._max_batch(), timeout=0.5)
             if taken:
                 self._process_round(taken)
+
+    def _max_batch(self) -> int:
+        """max_batch, or for 0 what pays on the model's device: batches on a GPU only."""
+        chosen = int(self._params["max_batch"])
+        if chosen:
+            return chosen
+        est = self.processor.estimator
+        device = str(getattr(est, "backend_device", est.device)).lower()
+        return AUTO_GPU_BATCH if "cuda" in device or "gpu" in device else 1
 
     def _process_round(self, taken: list[tuple[str, Any]]) -> None:
         """Prepare each frame, run equal-size frames through the model together, publish.
@@ -779,6 +790,7 @@ class DepthNode(Node):
             "latency_s": f"{s.latency:.3f}",
             "inference_s": f"{s.inference:.3f}",
             "batch_size": str(s.batch_size),
+            "max_batch": str(self._max_batch()),
             "overhead_s": f"{s.overhead:.4f}",
             "frames_received": str(s.received),
             "frames_processed": str(s.processed),

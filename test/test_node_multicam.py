@@ -68,7 +68,7 @@ def relative_of(msg) -> np.ndarray:
 
 def test_three_cameras_get_their_own_outputs_with_their_own_headers(estimator, rigs):
     model = Recording(estimator, delay=0.3)
-    rig = make_rig(model, fixed_scale=2.0)
+    rig = make_rig(model, fixed_scale=2.0, max_batch=4)  # auto (0) is 1 on a CPU
     rigs.append(rig)
     # Keep the worker busy with one frame so that the three below wait for the same round.
     rig.send(image(99), T0 - 10**9, camera=CAMERA, cam="front", frame_id="front_optical")
@@ -110,6 +110,23 @@ def test_max_batch_caps_each_model_call_and_no_camera_is_left_out(estimator, rig
     assert rig.wait_for(lambda: sorted(rig.diagnostics_by_camera[cam][-1]["batch_size"]
                                        if rig.diagnostics_by_camera[cam] else "0"
                                        for cam in CAMERAS) == ["1", "2", "2"], timeout=5)
+
+
+def test_max_batch_auto_is_one_frame_per_call_on_a_cpu_and_four_on_a_gpu(estimator, rigs):
+    model = Recording(estimator, delay=0.3)
+    rig = make_rig(model, fixed_scale=2.0)  # max_batch 0: auto
+    rigs.append(rig)
+    rig.send(image(99), T0 - 10**9, cam="front")
+    assert model.busy.wait(10.0)
+    for i, cam in enumerate(CAMERAS):
+        rig.send(image(i), T0 + i, cam=cam)
+    assert rig.wait_for(lambda: all(T0 + i in rig.stamps(f"{cam}/depth/relative")
+                                    for i, cam in enumerate(CAMERAS)), timeout=30)
+    assert model.batches == [1, 1, 1, 1]  # a CPU model: no batches
+    assert rig.wait_for(lambda: rig.diagnostics_by_camera["front"]
+                        and rig.diagnostics_by_camera["front"][-1]["max_batch"] == "1")
+    model.backend_device = "GPU"  # as an OpenVINO model on an Intel GPU reports it
+    assert rig.wait_for(lambda: rig.diagnostics_by_camera["front"][-1]["max_batch"] == "4")
 
 
 def test_a_camera_that_stops_does_not_stop_the_others(estimator, rigs):
