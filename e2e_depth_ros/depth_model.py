@@ -30,7 +30,14 @@ class ItemPrediction:
 
 @runtime_checkable
 class DepthModel(Protocol):
-    """A loaded depth and/or normals model on one device."""
+    """A loaded depth and/or normals model on one device.
+
+    Optional, read when present: ``describe()`` (the start-up log line), ``backend``,
+    ``precision`` and ``backend_device`` (diagnostics; a "cuda"/"gpu" ``backend_device``
+    makes ``max_batch`` auto batch). A model whose ``device.type`` is
+    "cuda" is also called with ``predict(..., on_device=True)`` and may then return torch
+    tensors on that device for ``device_finish``.
+    """
 
     model_names: Mapping[str, str | None]  # {"depth": id or None, "normals": id or None}
     device: Any  # shown in logs and diagnostics (str() of it)
