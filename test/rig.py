@@ -51,6 +51,16 @@ class EstimatorProxy:
         return self.inner.predict(rgb, **kwargs)
 
 
+class LogRecorder:
+    """Stands in for the node's logger: records (level, text) of every line it writes."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda text, **kwargs: self.lines.append((level, text))
+
+
 def header(stamp_ns: int, frame_id: str = "camera_optical") -> Header:
     return Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
                   frame_id=frame_id)

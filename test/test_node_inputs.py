@@ -13,7 +13,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
-from rig import EstimatorProxy, Rig, camera_info, header, random_image as image
+from rig import EstimatorProxy, LogRecorder, Rig, camera_info, header, random_image as image
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 T0 = 1_700_000_000_000_000_000
@@ -30,16 +30,6 @@ def make_node(estimator, ns=None, **params) -> DepthNode:
     params.setdefault("processing_resolution", 0)
     return DepthNode(estimator=estimator, namespace=ns or namespace(),
                      parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-
-
-class LogRecorder:
-    """Stands in for the node's logger: records (level, text) of every line it writes."""
-
-    def __init__(self):
-        self.lines = []
-
-    def __getattr__(self, level):
-        return lambda text, **kwargs: self.lines.append((level, text))
 
 
 @pytest.fixture

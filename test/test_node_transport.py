@@ -18,7 +18,9 @@ import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
+from e2e_depth_ros.matched_subscription import MatchedSubscription
 from e2e_depth_ros.node import DepthNode
+from rig import LogRecorder
 
 CAMERA_PROCESS = Path(__file__).resolve().parent / "camera_process.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,3 +211,32 @@ def test_input_qos_parameter_refuses_an_unknown_mode_with_the_choices():
     assert validate_parameter("input_qos", "sensor_data") is None
     assert validate_parameter("input_qos", "fast") == (
         "input_qos must be one of auto, reliable, best_effort, sensor_data, got 'fast'")
+
+
+def test_the_qos_choice_is_logged_once_and_a_mismatch_warned_once_over_many_rechecks():
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    node = rclpy.create_node(f"qos_log_{os.getpid()}_{next(_names)}")
+    recorder = LogRecorder()
+    node.get_logger = lambda: recorder
+    topic = f"/qos_log_{os.getpid()}_{next(_names)}/image"
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    publisher = node.create_publisher(Image, topic, best_effort)
+    try:
+        inputs = MatchedSubscription(node, Image, topic, lambda msg: None, mode="reliable")
+        for _ in range(5):  # the node re-checks every second
+            inputs.recheck()
+        infos = [text for level, text in recorder.lines if level == "info"]
+        warnings = [text for level, text in recorder.lines if level == "warning"]
+        assert len(infos) == 1 and "subscribed reliable" in infos[0], recorder.lines
+        assert len(warnings) == 1 and "QoS mismatch" in warnings[0], recorder.lines
+        inputs.mode = "auto"  # now the choice changes, and is said once more
+        for _ in range(3):
+            inputs.recheck()
+        infos = [text for level, text in recorder.lines if level == "info"]
+        assert len(infos) == 2 and "subscribed best-effort" in infos[1], recorder.lines
+        inputs.destroy()
+    finally:
+        node.destroy_publisher(publisher)
+        node.destroy_node()
