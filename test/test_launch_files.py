@@ -306,6 +306,50 @@ def test_rclpy_parameter_parser_accepts_the_params_file_with_the_declared_types(
         assert parsed_value == yaml_parameters[name], name
 
 
+_CAMERAS_AFTER_FILES = """
+import json, sys
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+args = ["--ros-args"]
+for path in sys.argv[2:]:
+    args += ["--params-file", path]
+rclpy.init(args=args)
+try:
+    node = Node(sys.argv[1])
+    value = node.declare_parameter(  # as the node declares it
+        "cameras", Parameter.Type.STRING_ARRAY,
+        ParameterDescriptor(type=ParameterType.PARAMETER_STRING_ARRAY, read_only=True)).value
+    node.destroy_node()
+finally:
+    rclpy.shutdown()
+print(json.dumps(None if value is None else list(value)))
+"""
+
+
+@pytest.mark.parametrize("files, expected", [
+    ([["front", "left"], []], ["front", "left"]),  # the launch default after a params file
+    ([[]], None),  # the launch default alone: the node takes None as no cameras
+    ([[], ["front"]], ["front"]),  # cameras:=[front] on the command line
+], ids=["file-list-kept", "default-alone", "argument-wins"])
+def test_the_launch_files_empty_cameras_leaves_a_params_file_list_in_force(tmp_path, files,
+                                                                           expected):
+    # launch_ros writes the node's dict parameters to a params file after params_file's;
+    # rcl reads an empty list as no value, which must not override the file's cameras.
+    paths = []
+    for i, cameras in enumerate(files):
+        path = tmp_path / f"{i}.yaml"
+        listed = ", ".join(cameras)
+        path.write_text(f"/**:\n  ros__parameters:\n    cameras: [{listed}]\n")
+        paths.append(str(path))
+    result = subprocess.run([sys.executable, "-c", _CAMERAS_AFTER_FILES, NODE_NAME, *paths],
+                            env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+
+
 # -- rviz/depth.rviz -----------------------------------------------------------------------
 def test_rviz_config_shows_depth_normals_and_cloud_on_relative_topics():
     config = yaml.safe_load(RVIZ_FILE.read_text())
