@@ -33,7 +33,7 @@ class DepthModel(Protocol):
     """A loaded depth and/or normals model on one device.
 
     Optional, read when present: ``describe()`` (the start-up log line), ``backend``,
-    ``precision`` and ``backend_device`` (diagnostics; a "cuda"/"gpu" ``backend_device``
+    ``precision`` and ``backend_device`` (diagnostics; any ``backend_device`` but the CPU
     makes ``max_batch`` auto batch). A model whose ``device.type`` is
     "cuda" is also called with ``predict(..., on_device=True)`` and may then return torch
     tensors on that device for ``device_finish``.

@@ -59,7 +59,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 NODE_NAME = "e2e_depth_node"
 THROTTLE_S = 5.0  # per kind of problem
 NAME_CHECK_DELAY_S = 1.0  # discovery time before looking for a namesake on the graph
-AUTO_GPU_BATCH = 4  # max_batch 0 on a GPU; on a CPU a batch costs more per frame than singles
+AUTO_GPU_BATCH = 4  # max_batch 0 off the CPU; on a CPU a batch costs more per frame
 INFO_WAIT_S = 0.05  # longest wait for a camera_info published with its image but not yet here
 # Inputs: reliability matched to the publishers (input_qos); keep last 1 image (newest frame
 # only), 5 camera_info / LiDAR messages (paired by stamp).
@@ -439,13 +439,14 @@ class DepthNode(Node):
                 self._process_round(taken)
 
     def _max_batch(self) -> int:
-        """max_batch, or for 0 what pays on the model's device: batches on a GPU only."""
+        """max_batch, or for 0 what pays on the model's device: batches off the CPU only
+        (torch "cuda:0", OpenVINO "GPU", ONNX Runtime "CUDA"/"Tensorrt" batch; "cpu" not)."""
         chosen = int(self._params["max_batch"])
         if chosen:
             return chosen
         est = self.processor.estimator
-        device = str(getattr(est, "backend_device", est.device)).lower()
-        return AUTO_GPU_BATCH if "cuda" in device or "gpu" in device else 1
+        device = str(getattr(est, "backend_device", est.device)).split(":")[0].lower()
+        return 1 if device == "cpu" else AUTO_GPU_BATCH
 
     def _process_round(self, taken: list[tuple[str, Any]]) -> None:
         """Prepare each frame, run equal-size frames through the model together, publish.
