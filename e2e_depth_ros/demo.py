@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from e2e_depth_ros.cli import OneLineParser  # standard library only
 from e2e_depth_ros.outputs import RECORDED  # standard library only: --help stays instant
 
 PROG = "demo"
@@ -747,18 +748,11 @@ def print_diagnostics(peer: DemoPeer, frames: list[FrameResult]) -> None:
 
 # ----------------------------------------------------------------------- command line
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line ``demo: error: ...`` and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from e2e_depth_ros.synthetic import DEFAULT_TOPICS as T
 
-    p = _Parser(prog=PROG, description="Sample bag -> the real depth node -> recording -> "
-                "evaluation, in one command (no ROS install needed).")
+    p = OneLineParser(prog=PROG, description="Sample bag -> the real depth node -> recording "
+                      "-> evaluation, in one command (no ROS install needed).")
     p.add_argument("--out", type=Path, default=Path("demo_output"),
                    help="output folder (default ./demo_output); an earlier demo run's "
                    "sample/, recording/, evaluation/ and node.log in it are replaced (a "

@@ -33,7 +33,7 @@ from e2e_depth_ros.bag_io import (CAMERA_INFO, COMPRESSED, IMAGE, POINTCLOUD,  #
                                   TF_MESSAGE, MessageRef, OutputBag, TopicIndex,
                                   bag_read_errors, check_topics, fetch_message, index_bag,
                                   open_reader)
-from e2e_depth_ros.cli import processing_resolution_arg, tiny_notes
+from e2e_depth_ros.cli import OneLineParser, processing_resolution_arg, tiny_notes
 from e2e_depth_ros.errors import BagError, E2EDepthError, MessageError
 from e2e_depth_ros.model_args import model_or_none
 from e2e_depth_ros.report import (REPORT_FILES, Sample,  # noqa: F401 (re-exported)
@@ -723,16 +723,10 @@ def _progress(plans: list[_FramePlan], enabled: bool) -> Iterator[_FramePlan]:
 
 # ----------------------------------------------------------------------- command line
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line ``evaluate: error: ...`` and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Replay a rosbag2 (sqlite3 or MCAP) through the depth "
-                "node's pipeline and score it against ground truth (docs/evaluation.md).")
+    p = OneLineParser(prog=PROG, description="Replay a rosbag2 (sqlite3 or MCAP) through the "
+                      "depth node's pipeline and score it against ground truth "
+                      "(docs/evaluation.md).")
     p.add_argument("bag", type=Path, help="rosbag2 folder, or a .mcap / .db3 file")
     t = p.add_argument_group("topics")
     t.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage")
