@@ -51,6 +51,25 @@ class EstimatorProxy:
         return self.inner.predict(rgb, **kwargs)
 
 
+class SlowEstimator(EstimatorProxy):
+    """The real estimator, optionally as slow as a real model on a CPU, recording each call's
+    batch size and saying when the first call began (``busy``)."""
+
+    def __init__(self, inner, delay: float = 0.0):
+        super().__init__(inner)
+        self.delay, self.batches, self.busy = delay, [], threading.Event()
+
+    @property
+    def calls(self) -> int:
+        return len(self.batches)
+
+    def predict(self, rgb, **kwargs):
+        self.batches.append(1 if rgb.ndim == 3 else rgb.shape[0])
+        self.busy.set()
+        time.sleep(self.delay)
+        return self.inner.predict(rgb, **kwargs)
+
+
 class LogRecorder:
     """Stands in for the node's logger: records (level, text) of every line it writes."""
 

@@ -15,7 +15,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
-from rig import EstimatorProxy, Rig, header, random_image as image
+from rig import Rig, SlowEstimator, header, random_image as image
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 T0 = 1_700_000_000_000_000_000
@@ -133,19 +133,6 @@ def test_without_metric_scale_no_metric_depth_or_cloud_is_published(estimator, r
     assert rig.wait_for(lambda: rig.received["depth/relative"] and rig.received["normals/image"])
     time.sleep(0.3)
     assert not rig.received["depth/image"] and not rig.received["points"]
-
-
-class SlowEstimator(EstimatorProxy):
-    """The real tiny estimator, made slow, to overload the node."""
-
-    def __init__(self, inner, delay):
-        super().__init__(inner)
-        self.delay, self.calls = delay, 0
-
-    def predict(self, rgb, **kwargs):
-        self.calls += 1
-        time.sleep(self.delay)
-        return super().predict(rgb, **kwargs)
 
 
 def test_a_burst_during_slow_inference_yields_only_the_newest_frame(estimator, rig_factory):

@@ -2,7 +2,6 @@
 
 import itertools
 import os
-import threading
 import time
 
 import numpy as np
@@ -15,7 +14,7 @@ from e2e_depth_ros.depth_model import ItemPrediction
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
 from e2e_depth_ros.synthetic import make_sequence
-from rig import EstimatorProxy, Rig, header
+from rig import Rig, SlowEstimator, header
 
 CAMERAS = ("front", "left", "right")
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
@@ -23,22 +22,6 @@ T0 = 1_700_000_000_000_000_000
 _namespaces = itertools.count()
 
 pytestmark = pytest.mark.usefixtures("ros")
-
-
-class Recording(EstimatorProxy):
-    """The real estimator, recording each call's batch size; optionally slow."""
-
-    def __init__(self, inner, delay: float = 0.0):
-        super().__init__(inner)
-        object.__setattr__(self, "batches", [])
-        object.__setattr__(self, "delay", delay)
-        object.__setattr__(self, "busy", threading.Event())
-
-    def predict(self, rgb, **kwargs):
-        self.batches.append(1 if rgb.ndim == 3 else rgb.shape[0])
-        self.busy.set()
-        time.sleep(self.delay)
-        return self.inner.predict(rgb, **kwargs)
 
 
 def image(seed: int) -> np.ndarray:
@@ -67,7 +50,7 @@ def relative_of(msg) -> np.ndarray:
 
 
 def test_three_cameras_get_their_own_outputs_with_their_own_headers(estimator, rigs):
-    model = Recording(estimator, delay=0.3)
+    model = SlowEstimator(estimator, delay=0.3)
     rig = make_rig(model, fixed_scale=2.0, max_batch=4)  # auto (0) is 1 on a CPU
     rigs.append(rig)
     # Keep the worker busy with one frame so that the three below wait for the same round.
@@ -96,7 +79,7 @@ def test_three_cameras_get_their_own_outputs_with_their_own_headers(estimator, r
 
 
 def test_max_batch_caps_each_model_call_and_no_camera_is_left_out(estimator, rigs):
-    model = Recording(estimator, delay=0.3)
+    model = SlowEstimator(estimator, delay=0.3)
     rig = make_rig(model, fixed_scale=2.0, max_batch=2)
     rigs.append(rig)
     rig.send(image(99), T0 - 10**9, cam="front")  # the worker is busy: the three wait
@@ -113,7 +96,7 @@ def test_max_batch_caps_each_model_call_and_no_camera_is_left_out(estimator, rig
 
 
 def test_max_batch_auto_is_one_frame_per_call_on_a_cpu_and_four_on_a_gpu(estimator, rigs):
-    model = Recording(estimator, delay=0.3)
+    model = SlowEstimator(estimator, delay=0.3)
     rig = make_rig(model, fixed_scale=2.0)  # max_batch 0: auto
     rigs.append(rig)
     rig.send(image(99), T0 - 10**9, cam="front")

@@ -2,7 +2,6 @@
 
 import itertools
 import os
-import threading
 import time
 
 import numpy as np
@@ -11,25 +10,12 @@ from rclpy.parameter import Parameter
 
 from e2e_depth_ros.geometry import PinholeCamera
 from e2e_depth_ros.node import DepthNode
-from rig import EstimatorProxy, Rig, camera_info
+from rig import Rig, SlowEstimator, camera_info
 
 pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]
 T0 = 1_700_000_000_000_000_000
 CAMERA = PinholeCamera(fx=50.0, fy=46.0, cx=30.0, cy=25.0, width=64, height=48)
 _namespaces = itertools.count()
-
-
-class _Slow(EstimatorProxy):
-    """The tiny estimator taking as long as a real model on a CPU, and saying when it began."""
-
-    def __init__(self, inner, delay):
-        super().__init__(inner)
-        self.delay, self.began = delay, threading.Event()
-
-    def predict(self, rgb, **kwargs):
-        self.began.set()
-        time.sleep(self.delay)
-        return super().predict(rgb, **kwargs)
 
 
 @pytest.fixture
@@ -39,7 +25,7 @@ def rig(tiny_depth, request):
     estimator = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
     delay = getattr(request, "param", 0.0)
     if delay:
-        estimator = _Slow(estimator, delay)
+        estimator = SlowEstimator(estimator, delay)
     namespace = f"/pairs{os.getpid()}_{next(_namespaces)}"
     params = {"processing_resolution": 0, "fixed_scale": 2.0, "fixed_shift": 0.5}
     node = DepthNode(estimator=estimator, namespace=namespace,
@@ -105,7 +91,7 @@ def test_camera_info_delivered_during_inference_pairs_without_any_wait(rig, monk
 
     monkeypatch.setattr(node_module, "INFO_WAIT_S", 0.0)
     rig.send(_image(0), T0)
-    assert rig.node_under_test.processor.estimator.began.wait(10.0)  # the model is running
+    assert rig.node_under_test.processor.estimator.busy.wait(10.0)  # the model is running
     rig.info_pub.publish(camera_info(CAMERA, T0))
     assert rig.wait_for(lambda: T0 in rig.stamps("depth/camera_info")
                         and T0 in rig.stamps("depth/image"), timeout=15.0)
