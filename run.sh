@@ -39,7 +39,7 @@ command="${1:-demo}"
 shift || true
 case "$command" in
   setup) setup ;;
-  demo) setup; exec "$VENV/bin/python" -m e2e_depth_ros.demo "$@" ;;
+  demo) setup; exec "$VENV/bin/python" -m e2e_depth_ros.offline.demo "$@" ;;
   test)
     setup
     "$VENV/bin/python" -m flake8 e2e_depth_ros test benchmarks launch

@@ -7,13 +7,13 @@ from setuptools import find_packages, setup
 
 PACKAGE = "e2e_depth_ros"
 # One command on a user's PATH: ``e2e-depth predict|evaluate|demo|tiny-checkpoint``.
-CONSOLE = ["e2e-depth = e2e_depth_ros.cli:main"]
+CONSOLE = ["e2e-depth = e2e_depth_ros.offline.cli:main"]
 # ``ros2 run e2e_depth_ros <name>`` executables. colcon's ament_python build runs setup.py
 # directly and setup.cfg puts scripts in lib/e2e_depth_ros (off PATH); a pip wheel would put
 # them in the environment's bin/, so pip builds (PEP 517 wheels) get only CONSOLE.
 ROS_EXECUTABLES = [
-    "depth_node = e2e_depth_ros.node:main",
-    "evaluate = e2e_depth_ros.evaluate:main",
+    "depth_node = e2e_depth_ros.ros.node:main",
+    "evaluate = e2e_depth_ros.offline.evaluate:main",
 ]
 PIP_BUILD = bool({"bdist_wheel", "editable_wheel", "dist_info"} & set(sys.argv[1:]))
 

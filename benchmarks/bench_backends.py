@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from e2e_depth_ros.estimator import Estimator, quiet_model_libraries  # noqa: E402
-from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
+from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries  # noqa: E402
+from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
 
 
 def ensure_checkpoint(folder: Path, size: str, task: str) -> str:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # Conversions first, one at a time, before any model is resident (they need the RAM).
     for backend in sorted({b for b, _ in configs}):
         start = time.perf_counter()
-        from e2e_depth_ros.export import default_cache_dir, export_folder_for  # noqa: F401
+        from e2e_depth_ros.model.export import default_cache_dir, export_folder_for  # noqa: F401
 
         fmt = "onnx" if backend == "onnxruntime" else "openvino"
         export_folder_for(depth_ckpt, fmt, "depth", Path(cache), log=log)

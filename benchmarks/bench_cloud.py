@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from e2e_depth_ros.messages import build_pointcloud
+from e2e_depth_ros.ros.messages import build_pointcloud
 
 
 def message_classes() -> dict[str, tuple[type, type, object]]:

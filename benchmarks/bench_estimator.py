@@ -25,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from e2e_depth_ros.estimator import (Estimator, quiet_model_libraries,  # noqa: E402
-                                     resolve_device, resolve_dtype)
-from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
+from e2e_depth_ros.model.estimator import (  # noqa: E402
+    Estimator, quiet_model_libraries, resolve_device,
+    resolve_dtype)
+from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
 
 
 def ensure_checkpoints(folder: Path, size: str, seed: int = 0) -> dict[str, Path]:

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from bench_backends import ensure_checkpoint  # noqa: E402
 
-from e2e_depth_ros.backend_torch import (DecoderStage, EncoderStage,  # noqa: E402
-                                         UNetStage, load_checkpoint)
-from e2e_depth_ros.estimator import quiet_model_libraries  # noqa: E402
+from e2e_depth_ros.model.backend_torch import (  # noqa: E402
+    DecoderStage, EncoderStage, UNetStage, load_checkpoint)
+from e2e_depth_ros.model.estimator import quiet_model_libraries  # noqa: E402
 
 
 def sgemm_gflops(n: int = 4096, rounds: int = 5) -> float:

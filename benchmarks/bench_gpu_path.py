@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from bench_backends import ensure_checkpoint  # noqa: E402
 
-from e2e_depth_ros.estimator import Estimator, quiet_model_libraries  # noqa: E402
-from e2e_depth_ros.geometry import PinholeCamera  # noqa: E402
-from e2e_depth_ros.outputs import OUTPUTS, PICTURES, needs_for  # noqa: E402
-from e2e_depth_ros.processing import FrameProcessor, ProcessingConfig  # noqa: E402
+from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries  # noqa: E402
+from e2e_depth_ros.core.geometry import PinholeCamera  # noqa: E402
+from e2e_depth_ros.ros.outputs import OUTPUTS, PICTURES, needs_for  # noqa: E402
+from e2e_depth_ros.core.processing import FrameProcessor, ProcessingConfig  # noqa: E402
 
 
 def frame_ms(est: Estimator, image: np.ndarray, normals: bool) -> float:
@@ -54,7 +54,7 @@ def pipeline_ms(proc: FrameProcessor, image: np.ndarray, camera: PinholeCamera) 
 
 
 def _draw(key: str, array: np.ndarray) -> np.ndarray:
-    from e2e_depth_ros import messages, outputs
+    from e2e_depth_ros.ros import messages, outputs
 
     return {"depth_vis": messages.colorize_depth, "normals_vis": messages.normals_to_rgb8,
             "depth_mm": outputs._millimetres}[key](array)

@@ -1,6 +1,6 @@
 """One node serving N cameras vs N single-camera nodes: frame rate, latency, memory.
 
-Every node is a separate process (``python -m e2e_depth_ros.node``) with random-weight
+Every node is a separate process (``python -m e2e_depth_ros.ros.node``) with random-weight
 checkpoints of two sizes (tiny; mid, where convolutions dominate) on the CPU. This process
 publishes an image on every camera at ``--rate`` Hz with the wall clock as stamp and
 subscribes to each camera's ``depth/relative``. Reported per configuration: outputs per
@@ -41,7 +41,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from e2e_depth_ros import messages  # noqa: E402
-from e2e_depth_ros.sync import stamp_to_ns  # noqa: E402
+from e2e_depth_ros.ros.sync import stamp_to_ns  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def cpu_seconds(pid: int) -> float:
 
 def start_node(namespace: str, cameras: list[str], depth: str, normals: str,
                resolution: int, max_batch: int, log: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args", "-r",
+    args = [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args", "-r",
             f"__ns:={namespace}", "-p", f"depth_model:={depth}", "-p",
             f"normals_model:={normals}", "-p", "device:=cpu", "-p",
             f"processing_resolution:={resolution}", "-p",
@@ -206,7 +206,7 @@ def main() -> int:
                         help="the one node's max_batch; 0 = the node's auto (1 on a CPU)")
     args = parser.parse_args()
 
-    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
 
     rclpy.init()
     runs: list[Run] = []

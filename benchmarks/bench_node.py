@@ -30,10 +30,10 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 
 from e2e_depth_ros import messages  # noqa: E402
-from e2e_depth_ros.estimator import Estimator  # noqa: E402
-from e2e_depth_ros.geometry import PinholeCamera, unproject_depth  # noqa: E402
-from e2e_depth_ros.node import DepthNode  # noqa: E402
-from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
+from e2e_depth_ros.model.estimator import Estimator  # noqa: E402
+from e2e_depth_ros.core.geometry import PinholeCamera, unproject_depth  # noqa: E402
+from e2e_depth_ros.ros.node import DepthNode  # noqa: E402
+from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
 from rig import EstimatorProxy, Rig, header  # noqa: E402
 
 

@@ -15,8 +15,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from e2e_depth_ros.geometry import PinholeCamera  # noqa: E402
-from e2e_depth_ros.scale import fit_depth_to_lidar  # noqa: E402
+from e2e_depth_ros.core.geometry import PinholeCamera  # noqa: E402
+from e2e_depth_ros.core.scale import fit_depth_to_lidar  # noqa: E402
 
 
 def make_inputs(width: int = 640, height: int = 480, n_points: int = 100_000,

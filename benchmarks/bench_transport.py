@@ -16,7 +16,7 @@ params file, the profile in its environment; tiny random checkpoints, ``fixed_sc
 metric outputs since there is no LiDAR; the model at 128 px so a CPU keeps up with 10 Hz:
 the outputs are 640x480 whatever the model's resolution): a 640x480 camera process at
 10 Hz (reliable, or best-effort with and without the profile) ->
-``python -m e2e_depth_ros.node`` -> a best-effort (Nav2's sensor QoS) and a reliable
+``python -m e2e_depth_ros.ros.node`` -> a best-effort (Nav2's sensor QoS) and a reliable
 subscriber process on ``points``, ``depth/image`` and ``depth/relative``. It prints what
 the node counted as received, its stamp-based loss estimate, and what each subscriber got.
 The "before" row runs the node as it was (best-effort input, no profile).
@@ -24,7 +24,7 @@ The "before" row runs the node as it was (best-effort input, no profile).
     python benchmarks/bench_transport.py --node [--count 100]
 
 A best-effort publisher with a reliable subscriber is not a case: DDS does not match them
-(the node avoids this by matching its subscription to the publisher, see e2e_depth_ros.qos).
+(the node avoids this by matching its subscription to the publisher, see e2e_depth_ros.ros.qos).
 Loopback only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST), one ROS domain of your choosing.
 """
 
@@ -69,7 +69,7 @@ def build_message(payload: str):
     from sensor_msgs.msg import Image, PointCloud2, PointField
     from std_msgs.msg import Header
 
-    from e2e_depth_ros import messages
+    from e2e_depth_ros.ros import messages
 
     kind, width, height = PAYLOADS[payload]
     rng = np.random.default_rng(0)
@@ -161,7 +161,7 @@ def run_camera(args) -> int:
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
-    from e2e_depth_ros import messages
+    from e2e_depth_ros.ros import messages
 
     rclpy.init()
     node = Node("bench_camera")
@@ -244,7 +244,7 @@ def run_node_case(name: str, *, count: int, rate: float, domain: int, checkpoint
                                   stdout=subprocess.PIPE, text=True)
             for rel in ("best_effort", "reliable")}
     node = subprocess.Popen(
-        [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args",
+        [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args",
          "--params-file", str(ROOT / "config" / "depth.yaml"),
          "-p", f"depth_model:={checkpoint}", "-p", "normals_model:=''", "-p", "device:=cpu",
          "-p", "fixed_scale:=2.0", "-p", f"input_qos:={input_qos}",
@@ -309,7 +309,7 @@ def print_node_table(rows: list[dict]) -> None:
 def node_suite(args) -> int:
     import tempfile
 
-    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
 
     print(f"# node: {args.count} frames 640x480 at {args.rate:g} Hz per case, ROS domain "
           f"{args.domain}, load average {os.getloadavg()[0]:.2f} at start", flush=True)

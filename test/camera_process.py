@@ -17,7 +17,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from e2e_depth_ros import messages
+from e2e_depth_ros.ros import messages
 
 T0 = 1_700_000_000_000_000_000
 

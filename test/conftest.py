@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_depth(tmp_path_factory) -> str:
     """A random-weight depth checkpoint in the published layout (seed 0)."""
-    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
 
     return str(make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "depth", task="depth"))
 
@@ -32,7 +32,7 @@ def tiny_depth(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_normals(tmp_path_factory) -> str:
     """A random-weight normals checkpoint sharing the depth checkpoint's VAE (seed 0)."""
-    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
 
     return str(make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "normals",
                                     task="normals"))
@@ -42,7 +42,7 @@ def tiny_normals(tmp_path_factory) -> str:
 def estimator(tiny_depth, tiny_normals):
     """Depth and normals on the CPU at native size; one per test module (a node may change
     its processing resolution)."""
-    from e2e_depth_ros.estimator import Estimator
+    from e2e_depth_ros.model.estimator import Estimator
 
     return Estimator(tiny_depth, tiny_normals, device="cpu", processing_resolution=0)
 

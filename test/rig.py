@@ -15,10 +15,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from e2e_depth_ros import messages, outputs
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.multicam import camera_topic
-from e2e_depth_ros.outputs import rclpy_types
+from e2e_depth_ros.ros import messages, outputs
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.ros.multicam import camera_topic
+from e2e_depth_ros.ros.outputs import rclpy_types
 
 OUTPUTS = {output.topic: rclpy_types()[output.msgtype] for output in outputs.OUTPUTS}
 _names = itertools.count()

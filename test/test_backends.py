@@ -23,14 +23,14 @@ import pytest
 pytestmark = pytest.mark.needs_torch
 
 from e2e_depth_ros.errors import CheckpointError, InputImageError  # noqa: E402
-from e2e_depth_ros.stages import MANIFEST, Manifest  # noqa: E402
+from e2e_depth_ros.model.stages import MANIFEST, Manifest  # noqa: E402
 
 F32_DEPTH, F32_NORMALS = 1e-4, 1e-3
 BF16_DEPTH, BF16_ANGLE_DEG = 5e-2, 10.0
 
 
 def _estimator(*args, **kwargs):
-    from e2e_depth_ros.estimator import Estimator
+    from e2e_depth_ros.model.estimator import Estimator
 
     kwargs.setdefault("device", "cpu")
     kwargs.setdefault("processing_resolution", 0)
@@ -52,7 +52,7 @@ def image():
 def cache(tmp_path_factory, tiny_depth, tiny_normals) -> Path:
     """A cache holding dynamic ONNX exports of both tiny models (what a backend converts)."""
     pytest.importorskip("onnx")
-    from e2e_depth_ros.export import export_folder_for
+    from e2e_depth_ros.model.export import export_folder_for
 
     folder = tmp_path_factory.mktemp("cache")
     for model, task in ((tiny_depth, "depth"), (tiny_normals, "normals")):
@@ -62,7 +62,7 @@ def cache(tmp_path_factory, tiny_depth, tiny_normals) -> Path:
 
 @pytest.fixture(scope="module")
 def exports(cache, tiny_depth, tiny_normals) -> dict[str, str]:
-    from e2e_depth_ros.export import export_folder_for
+    from e2e_depth_ros.model.export import export_folder_for
 
     return {task: str(export_folder_for(model, "onnx", task, cache))
             for model, task in ((tiny_depth, "depth"), (tiny_normals, "normals"))}
@@ -96,7 +96,7 @@ def test_an_export_loads_and_runs_without_diffusers(exports, image, tmp_path):
     np.save(tmp_path / "image.npy", image)
     code = (
         "import sys, numpy as np\n"
-        "from e2e_depth_ros.estimator import Estimator\n"
+        "from e2e_depth_ros.model.estimator import Estimator\n"
         f"est = Estimator({exports['depth']!r}, None, device='cpu', processing_resolution=0,"
         " backend='onnxruntime', cache_dir='')\n"
         f"pred = est.predict(np.load({str(tmp_path / 'image.npy')!r}))\n"
@@ -111,7 +111,7 @@ def test_an_export_loads_and_runs_without_diffusers(exports, image, tmp_path):
 
 
 def test_export_refuses_a_folder_that_is_not_empty(tiny_depth, tmp_path, capsys):
-    from e2e_depth_ros.export import main
+    from e2e_depth_ros.model.export import main
 
     (tmp_path / "keep.txt").write_text("mine")
     assert main([tiny_depth, str(tmp_path), "--format", "onnx"]) == 2
@@ -121,7 +121,7 @@ def test_export_refuses_a_folder_that_is_not_empty(tiny_depth, tmp_path, capsys)
 
 @pytest.mark.parametrize("size, match", [("384", "HxW"), ("4x640", "at least 8")])
 def test_export_refuses_a_bad_size(tiny_depth, tmp_path, capsys, size, match):
-    from e2e_depth_ros.export import main
+    from e2e_depth_ros.model.export import main
 
     assert main([tiny_depth, str(tmp_path / "out"), "--size", size]) == 2
     assert match in capsys.readouterr().err
@@ -152,7 +152,7 @@ def test_onnxruntime_fp32_matches_torch_fp32(cache, tiny_depth, tiny_normals, im
 
 
 def test_providers_are_tried_in_the_order_tensorrt_cuda_cpu():
-    from e2e_depth_ros.backend_onnxruntime import choose_providers
+    from e2e_depth_ros.model.backend_onnxruntime import choose_providers
 
     installed = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
     assert choose_providers("auto", installed)[0] == [
@@ -259,7 +259,7 @@ def test_one_cache_serves_fp32_and_bf16_runs_without_mixing_them(
 def test_a_checkpoint_is_converted_once_then_loaded_from_the_cache(
         cache, tiny_depth, monkeypatch):
     pytest.importorskip("onnxruntime")
-    import e2e_depth_ros.export as export
+    import e2e_depth_ros.model.export as export
 
     def refuse(*args, **kwargs):
         raise AssertionError("converted again although the cache holds the export")
@@ -272,7 +272,7 @@ def test_a_checkpoint_is_converted_once_then_loaded_from_the_cache(
 def test_static_openvino_export_runs_its_size_and_refuses_others(tiny_depth, tmp_path,
                                                                  image, reference):
     pytest.importorskip("openvino")
-    from e2e_depth_ros.export import main
+    from e2e_depth_ros.model.export import main
 
     out = tmp_path / "static"
     assert main([tiny_depth, str(out), "--format", "openvino", "--size", "48x64"]) == 0
@@ -299,7 +299,7 @@ def test_openvino_device_refusals(exports, kwargs, match):
 
 
 def test_openvino_bf16_is_refused_with_the_reason_where_the_cpu_lacks_it():
-    from e2e_depth_ros.backend_openvino import choose_precision
+    from e2e_depth_ros.model.backend_openvino import choose_precision
 
     with pytest.raises(ValueError, match="no bf16 support"):
         choose_precision("bf16", "CPU", ["FP32", "INT8"])
@@ -336,7 +336,7 @@ def test_cli_predict_runs_the_onnxruntime_backend_on_an_export(exports, tmp_path
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     import cv2
 
-    from e2e_depth_ros import cli
+    from e2e_depth_ros.offline import cli
 
     cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     assert cli.main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
@@ -351,7 +351,7 @@ def test_cli_predict_refuses_an_unavailable_precision_in_one_line(exports, tmp_p
     pytest.importorskip("onnxruntime")
     import cv2
 
-    from e2e_depth_ros import cli
+    from e2e_depth_ros.offline import cli
 
     cv2.imwrite(str(tmp_path / "a.png"), image)
     assert cli.main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
@@ -365,7 +365,7 @@ def test_evaluate_builds_its_estimator_with_the_backend_and_precision(
         exports, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the compiled-model cache
-    from e2e_depth_ros.evaluate import _estimator_factory, build_parser
+    from e2e_depth_ros.offline.evaluate import _estimator_factory, build_parser
 
     args = build_parser().parse_args([
         "bag", "--image-topic", "/i", "--camera-info-topic", "/c", "--gt-depth-topic", "/g",

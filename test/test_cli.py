@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from e2e_depth_ros import cli
+from e2e_depth_ros.offline import cli
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def image_dir(tmp_path):
 
 def _run_module(*args, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "e2e_depth_ros.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "e2e_depth_ros.offline.cli", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -128,7 +128,7 @@ def test_help_works_without_importing_torch():
 
 @pytest.mark.needs_torch
 def test_default_models_are_the_estimators_published_ones():
-    from e2e_depth_ros.estimator import DEFAULT_DEPTH_MODEL, DEFAULT_NORMALS_MODEL
+    from e2e_depth_ros.model.estimator import DEFAULT_DEPTH_MODEL, DEFAULT_NORMALS_MODEL
 
     args = cli.build_parser().parse_args(["predict", "x", "--out", "y"])
     assert (args.depth_model, args.normals_model) == (DEFAULT_DEPTH_MODEL,
@@ -248,7 +248,7 @@ def test_predict_says_when_a_checkpoint_is_a_tiny_random_one(tiny_depth, image_d
 def test_a_real_checkpoint_folder_is_not_taken_for_a_tiny_one(tiny_depth, tmp_path):
     import shutil
 
-    from e2e_depth_ros.tiny_checkpoint import is_tiny_checkpoint
+    from e2e_depth_ros.model.tiny_checkpoint import is_tiny_checkpoint
 
     real = shutil.copytree(tiny_depth, tmp_path / "real")
     (real / "README.md").write_text("# My fine-tuned depth model\n")

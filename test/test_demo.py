@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from e2e_depth_ros import demo
-from e2e_depth_ros.synthetic import DEFAULT_TOPICS, default_extrinsic, matrix_to_quaternion
+from e2e_depth_ros.offline import demo
+from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS, default_extrinsic, matrix_to_quaternion
 
 # conftest's domain D is in 1..100; D + 50 (mod 100) is too, and never D: no cross-talk
 # between the demo's DDS participants and the in-process node tests'.
@@ -20,7 +20,7 @@ SMALL = ["--frames", "4", "--width", "64", "--height", "48", "--processing-resol
 
 def run_demo(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, ROS_DOMAIN_ID=DEMO_DOMAIN, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "e2e_depth_ros.demo", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "e2e_depth_ros.offline.demo", *args], env=env,
                           capture_output=True, text=True, timeout=180)
 
 
@@ -101,7 +101,7 @@ def test_node_command_passes_models_namespace_remaps_and_the_lidar_extrinsic():
     topics = demo.BagTopics("/camera/image_raw", "/camera/camera_info", "/lidar/points",
                             None, None)
     argv = demo.node_command(settings, topics)
-    assert argv[1:4] == ["-m", "e2e_depth_ros.node", "--ros-args"]
+    assert argv[1:4] == ["-m", "e2e_depth_ros.ros.node", "--ros-args"]
     pairs = {argv[i + 1] for i in range(len(argv) - 1) if argv[i] in ("-p", "-r")}
     assert {"depth_model:=/ckpt/depth", 'normals_model:=""', "processing_resolution:=256",
             "lidar_extrinsic_frame:=lidar", "__ns:=/e2e_depth", "image:=/camera/image_raw",
@@ -134,7 +134,7 @@ def test_a_split_depth_image_and_camera_info_pair_is_found_by_stamp():
 def test_recording_copies_messages_of_a_bare_mcap_file(tmp_path):
     from rosbags.rosbag2 import Reader
 
-    from e2e_depth_ros.synthetic import write_sample_bag
+    from e2e_depth_ros.offline.synthetic import write_sample_bag
 
     bare = next(write_sample_bag(tmp_path / "bag", n_frames=2, width=32, height=24)
                 .glob("*.mcap"))

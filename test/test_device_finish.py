@@ -7,10 +7,10 @@ and compare every array and picture with the numpy path's, so a GPU run inherits
 import numpy as np
 import pytest
 
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.messages import colorize_depth, normals_to_rgb8
-from e2e_depth_ros.outputs import BY_KEY, PICTURES, needs_for, rclpy_types
-from e2e_depth_ros.processing import FrameProcessor, Needs, ProcessingConfig
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.ros.messages import colorize_depth, normals_to_rgb8
+from e2e_depth_ros.ros.outputs import BY_KEY, PICTURES, needs_for, rclpy_types
+from e2e_depth_ros.core.processing import FrameProcessor, Needs, ProcessingConfig
 
 pytestmark = pytest.mark.needs_torch
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
@@ -73,7 +73,7 @@ def test_metric_map_and_cloud_equal_the_numpy_path(estimator, rgb, decimation):
 
 
 def test_pictures_equal_what_the_cpu_builders_draw(estimator, rgb):
-    from e2e_depth_ros.outputs import _millimetres
+    from e2e_depth_ros.ros.outputs import _millimetres
 
     cpu, dev = both(estimator, cutting(estimator, rgb), rgb, camera=CAMERA,
                     needs=ALL_PICTURES)
@@ -90,7 +90,7 @@ def test_pictures_equal_what_the_cpu_builders_draw(estimator, rgb):
 
 
 def test_outputs_built_from_either_path_carry_the_same_pixels(estimator, rgb):
-    from e2e_depth_ros.messages import image_to_array, pointcloud_to_xyz
+    from e2e_depth_ros.ros.messages import image_to_array, pointcloud_to_xyz
 
     config = cutting(estimator, rgb)
     wanted = [BY_KEY[k] for k in ("relative", "depth", "depth_mm", "depth_vis", "normals",

@@ -10,7 +10,7 @@ from e2e_depth_ros.errors import CheckpointError, InputImageError
 
 pytestmark = pytest.mark.needs_torch
 torch = pytest.importorskip("torch")
-from e2e_depth_ros.estimator import Estimator  # noqa: E402 (needs torch)
+from e2e_depth_ros.model.estimator import Estimator  # noqa: E402 (needs torch)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_shared_encode_equals_each_model_alone(tiny_depth, tiny_normals, both, i
 
 
 def test_models_with_different_vaes_share_nothing(tiny_depth, tmp_path, image):
-    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
 
     other = make_tiny_checkpoint(tmp_path / "n7", task="normals", seed=7)
     est = Estimator(tiny_depth, str(other), device="cpu", processing_resolution=0)
@@ -307,7 +307,7 @@ class _NearestResizeTo:
 @pytest.mark.parametrize("size", [(24, 32), (48, 64)], ids=["input-resize", "output-resize"])
 def test_the_resize_oracles_reject_a_nearest_neighbour_resize(
         tiny_depth, tiny_normals, resized, image, monkeypatch, size):
-    import e2e_depth_ros.estimator as estimator_module
+    import e2e_depth_ros.model.estimator as estimator_module
 
     references = {}
     for kind, path in (("depth", tiny_depth), ("normals", tiny_normals)):
@@ -346,8 +346,8 @@ def test_normals_are_unit_length_at_native_size(both, image):
 
 
 def test_constructing_an_estimator_leaves_the_allocator_alone(tiny_depth, monkeypatch):
-    import e2e_depth_ros.allocator as allocator
-    import e2e_depth_ros.estimator as estimator_module
+    import e2e_depth_ros.model.allocator as allocator
+    import e2e_depth_ros.model.estimator as estimator_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("the library changed its caller's allocator")
@@ -362,8 +362,8 @@ def test_constructing_an_estimator_leaves_the_allocator_alone(tiny_depth, monkey
 def test_cli_predict_opts_in_to_the_allocator_tuning(tiny_depth, tmp_path, monkeypatch):
     import cv2
 
-    import e2e_depth_ros.allocator as allocator
-    from e2e_depth_ros import cli
+    import e2e_depth_ros.model.allocator as allocator
+    from e2e_depth_ros.offline import cli
 
     calls = []
     monkeypatch.setattr(allocator, "keep_cpu_buffers_mapped", lambda: calls.append(1))

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_depth_ros import evaluate
-from e2e_depth_ros.synthetic import DEFAULT_TOPICS, write_sample_bag
-from e2e_depth_ros.tf_static import StaticTransforms
+from e2e_depth_ros.offline import evaluate
+from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS, write_sample_bag
+from e2e_depth_ros.offline.tf_static import StaticTransforms
 
 N_FRAMES = 4
 WIDTH, HEIGHT = 64, 48
@@ -87,7 +87,7 @@ class GroundTruthDepth:
     nothing to find, so without this no frame would ever be metric."""
 
     def __init__(self, inner, bag):
-        from e2e_depth_ros.messages import image_to_rgb
+        from e2e_depth_ros.ros.messages import image_to_rgb
 
         self.inner = inner
         msgs = _read_bag(bag)
@@ -186,7 +186,7 @@ def _one_frame_model_run(bag, model, out):
 
 @pytest.mark.needs_torch
 def test_evaluate_main_opts_in_to_the_allocator_tuning(bags, tiny_depth, tmp_path, monkeypatch):
-    import e2e_depth_ros.allocator as allocator
+    import e2e_depth_ros.model.allocator as allocator
 
     calls = []
     monkeypatch.setattr(allocator, "keep_cpu_buffers_mapped", lambda: calls.append(1))
@@ -206,7 +206,7 @@ def test_evaluate_says_when_a_checkpoint_is_a_tiny_random_one(bags, tiny_depth, 
 
 def _signed_errors(metric_msgs, gt_msgs):
     """(metric - GT) / GT over the pixels where both are valid, all frames pooled."""
-    from e2e_depth_ros.messages import image_to_array
+    from e2e_depth_ros.ros.messages import image_to_array
 
     gt = {_stamp(m.header): evaluate.gt_depth_meters(m) for m in gt_msgs}
     errors = []
@@ -252,7 +252,7 @@ def _pred_bag(src, dst, scale, shift, *, topic="/pred/depth"):
             return None
         from dataclasses import replace
 
-        from e2e_depth_ros.messages import image_to_array
+        from e2e_depth_ros.ros.messages import image_to_array
 
         depth = image_to_array(msg)
         values = ((depth - shift) / scale).astype(np.float32)
@@ -398,7 +398,7 @@ def test_model_that_cannot_load_is_one_line_after_the_bag_checks(bags, tmp_path,
 def test_console_entry_prints_no_traceback_on_a_corrupt_bag(bags, tmp_path):
     bag = shutil.copytree(bags["mcap"], tmp_path / "corrupt")
     next(bag.glob("*.mcap")).write_bytes(b"\x89MCAP0\r\n" + os.urandom(512))
-    proc = subprocess.run([sys.executable, "-m", "e2e_depth_ros.evaluate", str(bag),
+    proc = subprocess.run([sys.executable, "-m", "e2e_depth_ros.offline.evaluate", str(bag),
                            *TOPIC_ARGS, *NO_MODEL, "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
@@ -406,7 +406,7 @@ def test_console_entry_prints_no_traceback_on_a_corrupt_bag(bags, tmp_path):
     assert proc.stderr.startswith("evaluate: error: ") and proc.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("module", ["evaluate", "bag_io", "report"])
+@pytest.mark.parametrize("module", ["offline.evaluate", "offline.bag_io", "offline.report"])
 def test_import_and_help_stay_light(module):
     code = (f"import sys, e2e_depth_ros.{module} as e\n"
             "heavy = [m for m in ('torch', 'rosbags', 'matplotlib', 'cv2', 'rclpy') "
@@ -449,7 +449,7 @@ def test_static_transforms_chain_edges_in_both_directions():
 def _image(array, encoding):
     from rosbags.typesys import Stores, get_typestore
 
-    from e2e_depth_ros.messages import build_image
+    from e2e_depth_ros.ros.messages import build_image
 
     types = get_typestore(Stores.ROS2_HUMBLE).types
     header = types["std_msgs/msg/Header"](
@@ -545,7 +545,7 @@ def _gt_edit(kind):
             return msg
         from dataclasses import replace
 
-        from e2e_depth_ros.messages import build_image, image_to_array
+        from e2e_depth_ros.ros.messages import build_image, image_to_array
 
         depth = image_to_array(msg)
         if kind == "wrong_size":

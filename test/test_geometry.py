@@ -1,4 +1,4 @@
-"""Tests of e2e_depth_ros.geometry: cameras, projection and normal frames."""
+"""Tests of e2e_depth_ros.core.geometry: cameras, projection and normal frames."""
 
 import math
 import subprocess
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from e2e_depth_ros.errors import CameraError
-from e2e_depth_ros.geometry import (
+from e2e_depth_ros.core.geometry import (
     PinholeCamera,
     camera_from_projection,
     normals_to_optical,
@@ -161,7 +161,7 @@ def test_unknown_normal_convention_is_rejected():
 
 def test_geometry_module_imports_neither_rclpy_nor_rosbags_nor_torch():
     code = (
-        "import sys, e2e_depth_ros.geometry; "
+        "import sys, e2e_depth_ros.core.geometry; "
         "print(sorted(m for m in ('rclpy', 'rosbags', 'torch', 'cv2') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from e2e_depth_ros.health import RateMeter, StreamHealth
+from e2e_depth_ros.ros.health import RateMeter, StreamHealth
 
 
 def feed(meter, rate, seconds, start=0.0):

@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.input_checks import (KindThrottle, StampCheck, camera_problem,
-                                        compressed_size, frame_size_problem,
-                                        processing_resolution_problem)
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.core.input_checks import (KindThrottle, StampCheck, camera_problem,
+                                             compressed_size, frame_size_problem,
+                                             processing_resolution_problem)
 from imports import heavy_imports
 
 LIMITS = dict(processing_resolution=768, max_input_pixels=4096 * 4096)
@@ -115,5 +115,5 @@ def test_kind_throttle_lets_each_kind_through_once_per_period():
 
 
 def test_input_checks_import_neither_torch_nor_rclpy():
-    assert heavy_imports(["input_checks", "health", "model_args"],
+    assert heavy_imports(["core.input_checks", "ros.health", "model.model_args"],
                          ("torch", "rclpy", "rosbags")) == []

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from rcl_interfaces.msg import ParameterType
 
-from e2e_depth_ros.node import NODE_NAME, PARAMETERS, validate_parameter
-from e2e_depth_ros.outputs import OUTPUTS
+from e2e_depth_ros.ros.node import NODE_NAME, PARAMETERS, validate_parameter
+from e2e_depth_ros.ros.outputs import OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "depth.launch.py"

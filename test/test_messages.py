@@ -1,4 +1,4 @@
-"""Tests of e2e_depth_ros.messages with rclpy messages and rosbags dataclasses alike."""
+"""Tests of e2e_depth_ros.ros.messages with rclpy messages and rosbags dataclasses alike."""
 
 import array
 import copy
@@ -15,7 +15,7 @@ import sensor_msgs.msg as rclpy_sensor
 from std_msgs.msg import Header as RclpyHeader
 
 from e2e_depth_ros.errors import CameraError, MessageError
-from e2e_depth_ros.messages import (
+from e2e_depth_ros.ros.messages import (
     ENCODINGS,
     build_image,
     build_pointcloud,
@@ -717,7 +717,7 @@ def test_normals_to_rgb8_rejects_images_without_three_channels():
 
 def test_messages_module_imports_neither_rclpy_nor_rosbags_nor_torch():
     code = (
-        "import sys, e2e_depth_ros.messages; "
+        "import sys, e2e_depth_ros.ros.messages; "
         "print(sorted(m for m in ('rclpy', 'rosbags', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

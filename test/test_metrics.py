@@ -1,4 +1,4 @@
-"""Tests of e2e_depth_ros.metrics against hand-computed values on tiny arrays."""
+"""Tests of e2e_depth_ros.core.metrics against hand-computed values on tiny arrays."""
 
 import math
 import subprocess
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from e2e_depth_ros.metrics import (
+from e2e_depth_ros.core.metrics import (
     DepthMetrics,
     NormalErrorAccumulator,
     NormalMetrics,
@@ -332,7 +332,7 @@ def test_empty_accumulator_gives_nan():
 
 def test_metrics_imports_without_heavy_dependencies():
     code = (
-        "import sys, e2e_depth_ros.metrics; "
+        "import sys, e2e_depth_ros.core.metrics; "
         "print(sorted(m for m in ('torch', 'rclpy', 'rosbags', 'cv2') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from e2e_depth_ros.model_args import model_or_none, task_from_files, task_from_name, task_mismatch
+from e2e_depth_ros.model.model_args import (model_or_none, task_from_files, task_from_name,
+                                            task_mismatch)
 
 
 @pytest.mark.parametrize("value", ["", "none", "None", " NONE ", None])

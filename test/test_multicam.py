@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from e2e_depth_ros.multicam import CameraSlots, camera_topic, pick_round, validate_cameras
+from e2e_depth_ros.ros.multicam import CameraSlots, camera_topic, pick_round, validate_cameras
 from imports import heavy_imports
 
 
@@ -113,12 +113,12 @@ def test_camera_topics_are_relative_and_the_empty_camera_keeps_the_plain_topic()
 
 
 def test_the_schedule_imports_without_ros_torch_or_rosbags():
-    assert heavy_imports(["multicam", "outputs", "depth_model"],
+    assert heavy_imports(["ros.multicam", "ros.outputs", "core.depth_model"],
                          ("rclpy", "torch", "rosbags")) == []
 
 
 def test_frame_processing_imports_without_torch():
-    code = ("import sys, e2e_depth_ros.processing; "
+    code = ("import sys, e2e_depth_ros.core.processing; "
             "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

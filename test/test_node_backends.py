@@ -7,7 +7,7 @@ import sys
 import pytest
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.node import DepthNode, PARAMETERS
+from e2e_depth_ros.ros.node import DepthNode, PARAMETERS
 from rig import Rig
 
 pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]
@@ -20,7 +20,7 @@ def test_backend_and_precision_are_read_only_parameters_with_descriptions():
 
 
 def test_diagnostics_show_the_backend_and_the_resolved_precision(tiny_depth):
-    from e2e_depth_ros.estimator import Estimator  # needs torch: not at collection time
+    from e2e_depth_ros.model.estimator import Estimator  # needs torch: not at collection time
 
     est = Estimator(tiny_depth, None, device="cpu", processing_resolution=0,
                     precision="fp32")
@@ -41,7 +41,7 @@ def test_diagnostics_show_the_backend_and_the_resolved_precision(tiny_depth):
 def test_node_with_an_unavailable_precision_exits_at_start_with_one_line(tiny_depth):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     done = subprocess.run(
-        [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args", "-p",
+        [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args", "-p",
          f"depth_model:={tiny_depth}", "-p", "normals_model:=''", "-p", "device:=cpu",
          "-p", "precision:=bf16"],
         env=env, capture_output=True, text=True, timeout=120)

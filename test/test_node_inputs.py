@@ -12,8 +12,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.node import DepthNode
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.ros.node import DepthNode
 from rig import EstimatorProxy, LogRecorder, Rig, camera_info, header, random_image as image
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.node import DepthNode
-from e2e_depth_ros.synthetic import make_sequence
+from e2e_depth_ros.ros.node import DepthNode
+from e2e_depth_ros.offline.synthetic import make_sequence
 from rig import Prediction, Rig
 
 SCALE, SHIFT = 4.0, 0.5  # true depth = SCALE * relative + SHIFT

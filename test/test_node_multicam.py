@@ -9,11 +9,11 @@ import pytest
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from e2e_depth_ros import messages
-from e2e_depth_ros.depth_model import ItemPrediction
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.node import DepthNode
-from e2e_depth_ros.synthetic import make_sequence
+from e2e_depth_ros.ros import messages
+from e2e_depth_ros.core.depth_model import ItemPrediction
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.ros.node import DepthNode
+from e2e_depth_ros.offline.synthetic import make_sequence
 from rig import Rig, SlowEstimator, header
 
 CAMERAS = ("front", "left", "right")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.node import DepthNode
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.ros.node import DepthNode
 from rig import Rig, SlowEstimator, camera_info
 
 pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]
@@ -20,7 +20,7 @@ _namespaces = itertools.count()
 
 @pytest.fixture
 def rig(tiny_depth, request):
-    from e2e_depth_ros.estimator import Estimator
+    from e2e_depth_ros.model.estimator import Estimator
 
     estimator = Estimator(tiny_depth, None, device="cpu", processing_resolution=0)
     delay = getattr(request, "param", 0.0)
@@ -70,7 +70,7 @@ def test_camera_info_sent_together_with_its_image_pairs_every_frame(rig):
 
 
 def test_camera_info_arriving_just_after_its_image_still_pairs(rig, monkeypatch):
-    import e2e_depth_ros.node as node_module
+    import e2e_depth_ros.ros.node as node_module
 
     rig.send(_image(0), T0, camera=CAMERA)  # the camera is known to publish camera_info
     assert rig.wait_for(lambda: T0 in rig.stamps("depth/camera_info"))
@@ -87,7 +87,7 @@ def test_camera_info_arriving_just_after_its_image_still_pairs(rig, monkeypatch)
 def test_camera_info_delivered_during_inference_pairs_without_any_wait(rig, monkeypatch):
     # A reliable camera_info can reach the node hundreds of ms after its image (repaired
     # behind megabyte images); the model needs only the image, so the match waits until after.
-    import e2e_depth_ros.node as node_module
+    import e2e_depth_ros.ros.node as node_module
 
     monkeypatch.setattr(node_module, "INFO_WAIT_S", 0.0)
     rig.send(_image(0), T0)
@@ -99,7 +99,7 @@ def test_camera_info_delivered_during_inference_pairs_without_any_wait(rig, monk
 
 @pytest.mark.parametrize("with_info_before", [False, True], ids=["never-any", "newer-one"])
 def test_no_wait_for_a_camera_info_that_is_not_coming(rig, monkeypatch, with_info_before):
-    import e2e_depth_ros.node as node_module
+    import e2e_depth_ros.ros.node as node_module
 
     monkeypatch.setattr(node_module, "INFO_WAIT_S", 60.0)  # a wait would fail the test
     _no_reuse(rig)
@@ -112,7 +112,7 @@ def test_no_wait_for_a_camera_info_that_is_not_coming(rig, monkeypatch, with_inf
 
 
 def test_a_camera_info_slower_than_the_images_is_waited_for_once(rig, monkeypatch):
-    import e2e_depth_ros.node as node_module
+    import e2e_depth_ros.ros.node as node_module
 
     monkeypatch.setattr(node_module, "INFO_WAIT_S", 3.0)
     _no_reuse(rig)

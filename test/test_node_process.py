@@ -14,7 +14,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 
-from e2e_depth_ros import messages
+from e2e_depth_ros.ros import messages
 from rig import header
 
 T0 = 1_700_000_000_000_000_000
@@ -23,11 +23,11 @@ pytestmark = pytest.mark.usefixtures("ros")
 
 
 class NodeProcess:
-    """``python -m e2e_depth_ros.node`` with its output collected line by line."""
+    """``python -m e2e_depth_ros.ros.node`` with its output collected line by line."""
 
     def __init__(self, *ros_args: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "e2e_depth_ros.node", *ros_args],
+            [sys.executable, "-m", "e2e_depth_ros.ros.node", *ros_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=dict(os.environ, HF_HUB_OFFLINE="1"))
         self.lines: list[str] = []
@@ -59,12 +59,12 @@ class NodeProcess:
 
 def test_help_prints_every_parameter_and_exits_at_once_without_loading_models():
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "e2e_depth_ros.node", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "e2e_depth_ros.ros.node", "--help"],
                           capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, HF_HUB_OFFLINE="0"))
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage: python -m e2e_depth_ros.node")
+    assert proc.stdout.startswith("usage: python -m e2e_depth_ros.ros.node")
     for name in ("depth_model", "processing_resolution", "max_input_pixels", "min_depth"):
         assert f"  {name} (default" in proc.stdout
     assert "empty or none disables" in proc.stdout
@@ -89,9 +89,9 @@ def test_a_bad_parameter_at_start_up_is_one_fatal_line_and_exit_1(param, match):
 
 OPT_IN_PROBE = """
 import sys
-import e2e_depth_ros.allocator as allocator
+import e2e_depth_ros.model.allocator as allocator
 allocator.keep_cpu_buffers_mapped = lambda: print("OPTED-IN") or True
-from e2e_depth_ros import node
+from e2e_depth_ros.ros import node
 raise SystemExit(node.main(sys.argv))
 """
 

@@ -18,8 +18,8 @@ import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.matched_subscription import MatchedSubscription
-from e2e_depth_ros.node import DepthNode
+from e2e_depth_ros.ros.matched_subscription import MatchedSubscription
+from e2e_depth_ros.ros.node import DepthNode
 from rig import LogRecorder
 
 CAMERA_PROCESS = Path(__file__).resolve().parent / "camera_process.py"
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("ros")
 
 @pytest.fixture(scope="module")
 def estimator(tiny_depth):
-    from e2e_depth_ros.estimator import Estimator  # needs torch: not at collection time
+    from e2e_depth_ros.model.estimator import Estimator  # needs torch: not at collection time
 
     return Estimator(tiny_depth, None, device="cpu", processing_resolution=64)
 
@@ -205,7 +205,7 @@ def test_best_effort_camera_using_the_shipped_profile_reaches_the_node_at_640x48
 
 
 def test_input_qos_parameter_refuses_an_unknown_mode_with_the_choices():
-    from e2e_depth_ros.node import PARAMETERS, validate_parameter
+    from e2e_depth_ros.ros.node import PARAMETERS, validate_parameter
 
     assert PARAMETERS["input_qos"][0] == "auto"
     assert validate_parameter("input_qos", "sensor_data") is None

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from e2e_depth_ros import messages
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.outputs import (BY_KEY, NEEDS, OUTPUTS, RECORDED, enable_parameters,
-                                   needs_for, rclpy_types, topic)
-from e2e_depth_ros.processing import FrameResult, Needs
+from e2e_depth_ros.ros import messages
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.ros.outputs import (BY_KEY, NEEDS, OUTPUTS, RECORDED, enable_parameters,
+                                       needs_for, rclpy_types, topic)
+from e2e_depth_ros.core.processing import FrameResult, Needs
 
 
 def _result() -> FrameResult:

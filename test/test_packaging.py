@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_depth_ros import cli
+from e2e_depth_ros.offline import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_FILES = ("setup.py", "setup.cfg", "package.xml", "resource", "e2e_depth_ros", "launch",
@@ -76,7 +76,8 @@ def test_pip_wheel_puts_only_e2e_depth_on_path(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         entry = next(n for n in zf.namelist() if n.endswith("entry_points.txt"))
         text = zf.read(entry).decode()
-    assert text.split() == ["[console_scripts]", "e2e-depth", "=", "e2e_depth_ros.cli:main"]
+    assert text.split() == ["[console_scripts]", "e2e-depth",
+                            "=", "e2e_depth_ros.offline.cli:main"]
 
 
 def test_ament_install_puts_ros_executables_under_lib_of_the_package(tmp_path):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.processing import Frame, FrameProcessor, Needs, ProcessingConfig
-from e2e_depth_ros.scale import ScaleFit
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.core.processing import Frame, FrameProcessor, Needs, ProcessingConfig
+from e2e_depth_ros.core.scale import ScaleFit
 
 pytestmark = pytest.mark.needs_torch
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
@@ -126,7 +126,7 @@ def test_a_frame_that_does_not_want_normals_gets_none_from_a_batch_that_computed
 
 
 def test_the_estimator_and_a_minimal_fake_both_satisfy_the_depth_model_protocol(estimator):
-    from e2e_depth_ros.depth_model import DepthModel
+    from e2e_depth_ros.core.depth_model import DepthModel
 
     class Fake:
         model_names = {"depth": "fake", "normals": None}
@@ -156,13 +156,13 @@ def test_an_all_invalid_metric_frame_says_why_it_is_empty(estimator, rgb):
     (ProcessingConfig(fixed_scale=1.0, min_depth=5.0), "all outside"),
 ])
 def test_fixed_map_conflict_names_a_map_that_leaves_no_valid_pixel(config, match):
-    from e2e_depth_ros.processing import fixed_map_conflict
+    from e2e_depth_ros.core.processing import fixed_map_conflict
 
     assert match in fixed_map_conflict(config)
 
 
 def test_fixed_map_conflict_accepts_a_map_that_reaches_the_valid_depths():
-    from e2e_depth_ros.processing import fixed_map_conflict
+    from e2e_depth_ros.core.processing import fixed_map_conflict
 
     assert fixed_map_conflict(ProcessingConfig(fixed_scale=4.0, fixed_shift=-1.0,
                                                max_depth=10.0)) is None

@@ -1,9 +1,9 @@
-"""Input QoS follows the publishers (e2e_depth_ros.qos), without ROS."""
+"""Input QoS follows the publishers (e2e_depth_ros.ros.qos), without ROS."""
 
 import pytest
 
-from e2e_depth_ros.qos import (BEST_EFFORT, MODES, RELIABLE, SENSOR_DATA_DEPTH, InputQos,
-                               choose_input_qos)
+from e2e_depth_ros.ros.qos import (BEST_EFFORT, MODES, RELIABLE, SENSOR_DATA_DEPTH, InputQos,
+                                   choose_input_qos)
 from imports import heavy_imports
 
 
@@ -75,4 +75,5 @@ def test_unknown_mode_and_bad_depth_are_refused_with_the_value():
 
 
 def test_qos_and_stamp_rate_modules_import_without_rclpy_or_torch():
-    assert heavy_imports(["qos", "stamp_rate"], ("rclpy", "torch", "rosbags", "numpy")) == []
+    assert heavy_imports(["ros.qos", "ros.stamp_rate"],
+                         ("rclpy", "torch", "rosbags", "numpy")) == []

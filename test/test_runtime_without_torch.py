@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.node import DepthNode
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.ros.node import DepthNode
 from imports import heavy_imports
 from rig import Prediction, Rig
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 T0 = 1_700_000_000_000_000_000
-RUNTIME_MODULES = ("messages", "geometry", "processing", "scale", "sync", "tf_static", "node")
+RUNTIME_MODULES = ("ros.messages", "core.geometry", "core.processing", "core.scale", "ros.sync",
+                   "offline.tf_static", "ros.node")
 _namespaces = itertools.count()
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from e2e_depth_ros.errors import ScaleFitError
-from e2e_depth_ros.geometry import PinholeCamera, unproject_depth
-from e2e_depth_ros.scale import ScaleFilter, ScaleFit, fit_depth_to_lidar
-from e2e_depth_ros.synthetic import lidar_in_camera, make_sequence
+from e2e_depth_ros.core.geometry import PinholeCamera, unproject_depth
+from e2e_depth_ros.core.scale import ScaleFilter, ScaleFit, fit_depth_to_lidar
+from e2e_depth_ros.offline.synthetic import lidar_in_camera, make_sequence
 
 CAMERA = PinholeCamera(96, 64, fx=80.0, fy=75.0, cx=47.3, cy=31.6)
 SCALE, SHIFT = 3.0, 0.8
@@ -226,7 +226,7 @@ def test_fit_raises_on_malformed_arguments(relative, points, P, match):
 
 
 def test_scale_module_imports_without_torch_rclpy_or_rosbags():
-    code = ("import sys, e2e_depth_ros.scale; "
+    code = ("import sys, e2e_depth_ros.core.scale; "
             "bad = {'torch', 'rclpy', 'rosbags'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from e2e_depth_ros.errors import CheckpointError
-from e2e_depth_ros.stages import MANIFEST, Manifest, normalise_precision
+from e2e_depth_ros.model.stages import MANIFEST, Manifest, normalise_precision
 
 
 def _manifest(**changes) -> Manifest:
@@ -52,14 +52,14 @@ def test_unknown_precision_is_refused_with_the_choices():
 
 
 def test_stages_module_imports_neither_torch_nor_diffusers():
-    code = ("import sys, e2e_depth_ros.stages\n"
+    code = ("import sys, e2e_depth_ros.model.stages\n"
             "assert not {'torch', 'diffusers', 'rclpy'} & set(sys.modules), 'imported'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
 
 def test_e2e_depth_export_subcommand_reaches_the_export_tool(capsys):
-    from e2e_depth_ros import cli
+    from e2e_depth_ros.offline import cli
 
     with pytest.raises(SystemExit) as done:
         cli.main(["export", "--help"])

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from e2e_depth_ros.stamp_rate import StampRateEstimator
+from e2e_depth_ros.ros.stamp_rate import StampRateEstimator
 
 T0 = 1_700_000_000_000_000_000
 PERIOD = 33_333_333  # 30 Hz

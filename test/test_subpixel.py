@@ -25,7 +25,7 @@ def upsample2d(torch, channels, out_channels, bias=True):
 @pytest.mark.parametrize("shape", [(1, 8, 5, 7), (2, 8, 6, 4), (1, 8, 1, 1)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_equals_nearest_upsample_then_conv(torch, shape, bias):
-    from e2e_depth_ros.subpixel import SubPixelUpsample
+    from e2e_depth_ros.model.subpixel import SubPixelUpsample
 
     reference = upsample2d(torch, shape[1], 6, bias)
     assert SubPixelUpsample.fits(reference)
@@ -38,7 +38,7 @@ def test_equals_nearest_upsample_then_conv(torch, shape, bias):
 
 
 def test_an_explicit_output_size_other_than_twice_falls_back(torch):
-    from e2e_depth_ros.subpixel import SubPixelUpsample
+    from e2e_depth_ros.model.subpixel import SubPixelUpsample
 
     reference = upsample2d(torch, 4, 4)
     fast = SubPixelUpsample(reference.conv)
@@ -51,7 +51,7 @@ def test_an_explicit_output_size_other_than_twice_falls_back(torch):
 def test_other_upsamplers_are_left_alone(torch):
     from diffusers.models.upsampling import Upsample2D
 
-    from e2e_depth_ros.subpixel import SubPixelUpsample
+    from e2e_depth_ros.model.subpixel import SubPixelUpsample
 
     assert not SubPixelUpsample.fits(Upsample2D(4, use_conv=False))
     assert not SubPixelUpsample.fits(Upsample2D(4, use_conv_transpose=True))
@@ -60,8 +60,8 @@ def test_other_upsamplers_are_left_alone(torch):
 
 
 def test_the_vae_decoder_gives_the_same_image_and_keeps_its_weights(torch, tiny_depth):
-    from e2e_depth_ros.backend_torch import load_checkpoint, weights_digest
-    from e2e_depth_ros.subpixel import SubPixelUpsample, use_subpixel_upsampling
+    from e2e_depth_ros.model.backend_torch import load_checkpoint, weights_digest
+    from e2e_depth_ros.model.subpixel import SubPixelUpsample, use_subpixel_upsampling
 
     vae = load_checkpoint(tiny_depth).vae
     original = copy.deepcopy(vae.decoder)
@@ -78,7 +78,7 @@ def test_the_vae_decoder_gives_the_same_image_and_keeps_its_weights(torch, tiny_
 
 
 def test_kernels_follow_the_module_to_another_dtype(torch):
-    from e2e_depth_ros.subpixel import SubPixelUpsample
+    from e2e_depth_ros.model.subpixel import SubPixelUpsample
 
     fast = SubPixelUpsample(upsample2d(torch, 4, 4).conv).to(torch.float64)
     assert fast.kernels.dtype == torch.float64

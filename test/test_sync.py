@@ -1,6 +1,6 @@
 """Stamp matching (the newest-frame slots per camera: test_multicam.py)."""
 
-from e2e_depth_ros.sync import StampBuffer
+from e2e_depth_ros.ros.sync import StampBuffer
 
 
 def test_match_prefers_the_exact_stamp_over_a_nearer_newer_one():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import struct
 
-from e2e_depth_ros.geometry import PinholeCamera
+from e2e_depth_ros.core.geometry import PinholeCamera
 
 MIN_SIDE = 8  # one latent pixel: the model cannot run on a side shorter than this
 MAX_PROCESSING_RESOLUTION = 2048  # 2048 x 1536 is ~16x the work of the default 768

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from e2e_depth_ros.errors import InputImageError
-from e2e_depth_ros.stages import STAGES, ExportedStages
+from e2e_depth_ros.model.stages import STAGES, ExportedStages
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _CPU = "CPUExecutionProvider"
@@ -71,7 +71,7 @@ class OnnxRuntimeBackend:
         on_gpu = self.providers[0] != _CPU
         self.precision = choose_precision(precision, on_gpu)
         self.threads = threads
-        from e2e_depth_ros.export import default_cache_dir
+        from e2e_depth_ros.model.export import default_cache_dir
 
         self.cache_dir = (default_cache_dir() if cache_dir is None
                           else Path(cache_dir) if cache_dir else None)
@@ -93,7 +93,7 @@ class OnnxRuntimeBackend:
         return options
 
     def load(self, model: str, name: str) -> "OnnxRuntimeStages":
-        from e2e_depth_ros.export import export_folder_for
+        from e2e_depth_ros.model.export import export_folder_for
 
         folder = export_folder_for(model, "onnx", name, self.cache_dir)
         return OnnxRuntimeStages(name, folder, self)

@@ -29,21 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from e2e_depth_ros.bag_io import (CAMERA_INFO, COMPRESSED, IMAGE, POINTCLOUD,  # noqa: F401
-                                  TF_MESSAGE, MessageRef, OutputBag, TopicIndex,
-                                  bag_read_errors, check_topics, fetch_message, index_bag,
-                                  open_reader)
-from e2e_depth_ros.cli import OneLineParser, processing_resolution_arg, tiny_notes
+from e2e_depth_ros.offline.bag_io import (  # noqa: F401 (re-exported)
+    CAMERA_INFO, COMPRESSED, IMAGE, POINTCLOUD, TF_MESSAGE, MessageRef, OutputBag, TopicIndex,
+    bag_read_errors, check_topics, fetch_message, index_bag, open_reader)
+from e2e_depth_ros.offline.cli import OneLineParser, processing_resolution_arg, tiny_notes
 from e2e_depth_ros.errors import BagError, E2EDepthError, MessageError
-from e2e_depth_ros.model_args import model_or_none
-from e2e_depth_ros.report import (REPORT_FILES, Sample,  # noqa: F401 (re-exported)
-                                  render_report, summary_lines, write_outputs)
+from e2e_depth_ros.model.model_args import model_or_none
+from e2e_depth_ros.offline.report import (REPORT_FILES, Sample,  # noqa: F401 (re-exported)
+                                          render_report, summary_lines, write_outputs)
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from e2e_depth_ros.metrics import DepthMetrics, NormalMetrics
-    from e2e_depth_ros.processing import FrameResult, ProcessingConfig
+    from e2e_depth_ros.core.metrics import DepthMetrics, NormalMetrics
+    from e2e_depth_ros.core.processing import FrameResult, ProcessingConfig
 
 PROG = "evaluate"
 OUT_BAG = "out.mcap"
@@ -242,7 +241,7 @@ def _lidar_transform(transforms: Any, indexes: dict[str, TopicIndex], topics: Ev
 # ----------------------------------------------------------------------- message decoding
 
 def _rgb(msg: Any, msgtype: str) -> np.ndarray:
-    from e2e_depth_ros.messages import compressed_to_rgb, image_to_rgb
+    from e2e_depth_ros.ros.messages import compressed_to_rgb, image_to_rgb
 
     return compressed_to_rgb(msg) if msgtype == COMPRESSED else image_to_rgb(msg)
 
@@ -255,7 +254,7 @@ def gt_depth_meters(msg: Any) -> np.ndarray:
     """
     import numpy as np
 
-    from e2e_depth_ros.messages import image_to_array
+    from e2e_depth_ros.ros.messages import image_to_array
 
     values = image_to_array(msg)
     if msg.encoding in ("16UC1", "mono16"):
@@ -270,7 +269,7 @@ def gt_depth_meters(msg: Any) -> np.ndarray:
 
 def _float_image(msg: Any, encoding: str) -> np.ndarray:
     """A recorded 32FC1 / 32FC3 image, refusing any other encoding (no silent casts)."""
-    from e2e_depth_ros.messages import image_to_array
+    from e2e_depth_ros.ros.messages import image_to_array
 
     if msg.encoding != encoding:
         raise MessageError(f"expected a {encoding} image, got {msg.encoding}")
@@ -311,8 +310,8 @@ class _Evaluation:
     def __init__(self, reader: Any, bag: Path, topics: EvalTopics, options: EvalOptions,
                  indexes: dict[str, TopicIndex], lidar_tf: Any, estimator: Any,
                  out: OutputBag | None) -> None:
-        from e2e_depth_ros.metrics import NormalErrorAccumulator
-        from e2e_depth_ros.processing import FrameProcessor, Needs, ProcessingConfig
+        from e2e_depth_ros.core.metrics import NormalErrorAccumulator
+        from e2e_depth_ros.core.processing import FrameProcessor, Needs, ProcessingConfig
 
         self.reader, self.bag, self.topics, self.options = reader, bag, topics, options
         self.indexes, self.lidar_tf, self.out = indexes, lidar_tf, out
@@ -394,7 +393,7 @@ class _Evaluation:
     def _process(self, rgb: np.ndarray, plan: _FramePlan, image_msg: Any, image_raw: bytes
                  ) -> FrameResult:
         """FrameResult of this frame through the node's pipeline; outputs written."""
-        from e2e_depth_ros.messages import camera_from_info
+        from e2e_depth_ros.ros.messages import camera_from_info
 
         info = camera = None
         if plan.camera_info is not None:
@@ -405,7 +404,7 @@ class _Evaluation:
                 camera = None
         stamp = plan.image.stamp_ns * 1e-9
         if self.metric_pred:
-            from e2e_depth_ros.processing import FrameResult
+            from e2e_depth_ros.core.processing import FrameResult
 
             pred = self.estimator.next
             return FrameResult(relative=pred.depth, normals=pred.normals, metric=pred.depth,
@@ -444,8 +443,8 @@ class _Evaluation:
             return None
         import numpy as np
 
-        from e2e_depth_ros.geometry import transform_points
-        from e2e_depth_ros.messages import pointcloud_to_xyz
+        from e2e_depth_ros.core.geometry import transform_points
+        from e2e_depth_ros.ros.messages import pointcloud_to_xyz
 
         try:
             points = pointcloud_to_xyz(self._message("lidar", plan.lidar)[0])
@@ -456,7 +455,8 @@ class _Evaluation:
 
     def _score(self, i: int, plan: _FramePlan, rgb: np.ndarray, gt: np.ndarray,
                result: FrameResult) -> None:
-        from e2e_depth_ros.metrics import aligned_depth_metrics, depth_metrics, valid_depth_mask
+        from e2e_depth_ros.core.metrics import (aligned_depth_metrics, depth_metrics,
+                                                valid_depth_mask)
 
         relative = result.relative
         if relative is None or relative.shape != gt.shape:
@@ -522,7 +522,7 @@ class _Evaluation:
         return self.normals.add(result.normals, gt).mean
 
     def result(self, frames_total: int) -> EvalResult:
-        from e2e_depth_ros.metrics import summarize_depth
+        from e2e_depth_ros.core.metrics import summarize_depth
 
         with_lidar = self.metric_pred or ("lidar" in self.indexes)
         normals = self.normals.result() if self.normals.frames else None
@@ -613,7 +613,7 @@ def check_out_dir(out_dir: Path, names: list[str], *, overwrite: bool) -> None:
 def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
                    make_estimator: Callable[[], Any] | None, out_dir: Path,
                    options: EvalOptions) -> EvalResult:
-    from e2e_depth_ros.tf_static import StaticTransforms
+    from e2e_depth_ros.offline.tf_static import StaticTransforms
 
     indexes = check_topics(reader, bag, topics)
     tf_messages = index_bag(reader, bag, indexes)
@@ -677,7 +677,7 @@ def _check_ground_truth(reader: Any, bag: Path, indexes: dict[str, TopicIndex],
     """At least one paired ground-truth depth must be usable before a model loads or a file
     is written: decodable, the image's size, with 2 or more valid pixels. Stops at the first
     usable one, so a good bag costs one extra message read."""
-    from e2e_depth_ros.metrics import valid_depth_mask
+    from e2e_depth_ros.core.metrics import valid_depth_mask
 
     problems: dict[str, int] = {}
     gt_index, image_index = indexes["gt_depth"], indexes["image"]
@@ -796,10 +796,10 @@ def _model_choice(value: str | None, default: str | None) -> str | None:
 def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
     """Loads the model only when called (after the bag checks), quietly."""
     def make() -> Any:
-        from e2e_depth_ros.estimator import (DEFAULT_DEPTH_MODEL, DEFAULT_NORMALS_MODEL,
-                                             Estimator, quiet_model_libraries)
+        from e2e_depth_ros.model.estimator import (DEFAULT_DEPTH_MODEL, DEFAULT_NORMALS_MODEL,
+                                                   Estimator, quiet_model_libraries)
 
-        from e2e_depth_ros.allocator import keep_cpu_buffers_mapped
+        from e2e_depth_ros.model.allocator import keep_cpu_buffers_mapped
 
         quiet_model_libraries()
         keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped

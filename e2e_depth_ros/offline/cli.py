@@ -2,8 +2,8 @@
 
     e2e-depth predict IMG_OR_DIR --out DIR [--depth-model M] [--normals-model M]
                       [--max-pixels N]
-    e2e-depth evaluate BAG --image-topic T ... --out DIR     (e2e_depth_ros.evaluate)
-    e2e-depth demo [--tiny | --depth-model M --normals-model M]  (e2e_depth_ros.demo)
+    e2e-depth evaluate BAG --image-topic T ... --out DIR     (e2e_depth_ros.offline.evaluate)
+    e2e-depth demo [--tiny | --depth-model M --normals-model M]  (e2e_depth_ros.offline.demo)
     e2e-depth tiny-checkpoint OUT --task depth|normals [--seed N] [--size tiny|mid|real]
     e2e-depth export CKPT OUT --format onnx|openvino [--size HxW | --dynamic]
 
@@ -31,10 +31,11 @@ EXIT_SOME_FAILED = 1
 # Subcommands whose own module parses the rest of the line: name -> (module with
 # ``main(argv) -> int``, one-line help).
 MODULE_COMMANDS = {
-    "evaluate": ("e2e_depth_ros.evaluate", "replay a rosbag2 through the node's pipeline "
+    "evaluate": ("e2e_depth_ros.offline.evaluate", "replay a rosbag2 through the node's pipeline "
                  "and score it"),
-    "demo": ("e2e_depth_ros.demo", "run the node on the bundled sample sequence and report"),
-    "export": ("e2e_depth_ros.export", "export a checkpoint to ONNX or OpenVINO"),
+    "demo": ("e2e_depth_ros.offline.demo",
+             "run the node on the bundled sample sequence and report"),
+    "export": ("e2e_depth_ros.model.export", "export a checkpoint to ONNX or OpenVINO"),
 }
 
 
@@ -49,7 +50,7 @@ class OneLineParser(argparse.ArgumentParser):
 def processing_resolution_arg(text: str) -> int:
     """argparse type of ``--processing-resolution``: the node's own range (0 or 16..2048), so
     a value the node would refuse is refused here before a model loads."""
-    from e2e_depth_ros.input_checks import processing_resolution_problem
+    from e2e_depth_ros.core.input_checks import processing_resolution_problem
 
     try:
         value = int(text)
@@ -71,7 +72,7 @@ class ImageFileError(Exception):
 
 def _model_arg(value: str) -> str | None:
     """A model argument; "" or "none" (any case) disables that model."""
-    from e2e_depth_ros.model_args import model_or_none
+    from e2e_depth_ros.model.model_args import model_or_none
 
     return model_or_none(value)
 
@@ -92,7 +93,7 @@ def _colorize(depth):
     import numpy as np
 
     try:
-        from e2e_depth_ros.messages import colorize_depth
+        from e2e_depth_ros.ros.messages import colorize_depth
     except ImportError:
         levels = np.rint(np.clip(depth, 0.0, 1.0) * 255.0).astype(np.uint8)
         return cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)
@@ -141,7 +142,7 @@ def output_stems(images: list[Path]) -> dict[Path, str]:
 def image_file_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG, BMP or TIFF header, without decoding; None when
     the header cannot be read (the decoder then judges the file)."""
-    from e2e_depth_ros.input_checks import compressed_size  # PNG and JPEG, as the node reads
+    from e2e_depth_ros.core.input_checks import compressed_size  # PNG and JPEG, as the node reads
 
     size = compressed_size(data)
     if size is not None:
@@ -221,7 +222,7 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 def tiny_notes(*models: str | None, prog: str = PROG) -> list[str]:
     """One line per model that is a tiny random-weight checkpoint (tiny_checkpoint's marker),
     so nobody mistakes its scores or pictures for the method's."""
-    from e2e_depth_ros.tiny_checkpoint import TINY_NOTE, is_tiny_checkpoint
+    from e2e_depth_ros.model.tiny_checkpoint import TINY_NOTE, is_tiny_checkpoint
 
     return [f"{prog}: note: {model} is a {TINY_NOTE}" for model in models
             if is_tiny_checkpoint(model)]
@@ -247,9 +248,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from e2e_depth_ros.allocator import keep_cpu_buffers_mapped
+    from e2e_depth_ros.model.allocator import keep_cpu_buffers_mapped
     from e2e_depth_ros.errors import InputImageError
-    from e2e_depth_ros.estimator import Estimator, quiet_model_libraries
+    from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries
 
     quiet_model_libraries()
     keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
@@ -276,14 +277,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
-    """Write a random-weight checkpoint (see e2e_depth_ros.tiny_checkpoint)."""
-    from e2e_depth_ros.estimator import quiet_model_libraries
+    """Write a random-weight checkpoint (see e2e_depth_ros.model.tiny_checkpoint)."""
+    from e2e_depth_ros.model.estimator import quiet_model_libraries
 
     quiet_model_libraries()
-    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(args.out, task=args.task, seed=args.seed, size=args.size)
-    from e2e_depth_ros.tiny_checkpoint import TINY_NOTE
+    from e2e_depth_ros.model.tiny_checkpoint import TINY_NOTE
 
     print(f"wrote a {args.size} {args.task} checkpoint to {path}: a {TINY_NOTE}")
     return 0

@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from e2e_depth_ros.stages import MANIFEST, STAGES, Manifest
+from e2e_depth_ros.model.stages import MANIFEST, STAGES, Manifest
 
 FORMATS = ("onnx", "openvino")
 OPSET = 17
@@ -57,8 +57,8 @@ def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
     """
     import torch
 
-    from e2e_depth_ros.backend_torch import (DecoderStage, EncoderStage, UNetStage,
-                                             load_checkpoint, weights_digest)
+    from e2e_depth_ros.model.backend_torch import (DecoderStage, EncoderStage, UNetStage,
+                                                   load_checkpoint, weights_digest)
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -156,7 +156,7 @@ def _save_openvino(path: Path, out: Path, stage: str) -> str:
 
 def checkpoint_key(checkpoint: str, fmt: str) -> str:
     """A cache key for a local checkpoint: its path and its files' sizes and times."""
-    from e2e_depth_ros.stages import MANIFEST_VERSION
+    from e2e_depth_ros.model.stages import MANIFEST_VERSION
 
     root = Path(checkpoint).expanduser().resolve()
     digest = hashlib.sha256(f"{root}|{fmt}|{OPSET}|{MANIFEST_VERSION}|{GRAPH_REVISION}".encode())
@@ -182,7 +182,7 @@ def export_folder_for(model: str, fmt: str, task: str, cache_dir: Path | None,
     also reads ONNX exports directly.
     """
     from e2e_depth_ros.errors import CheckpointError
-    from e2e_depth_ros.stages import is_export_folder
+    from e2e_depth_ros.model.stages import is_export_folder
 
     if is_export_folder(model):
         manifest = Manifest.load(Path(model).expanduser())
@@ -192,7 +192,7 @@ def export_folder_for(model: str, fmt: str, task: str, cache_dir: Path | None,
                                   f"{' or '.join(readable)} exports (e2e-depth export "
                                   f"--format {fmt})")
         return Path(model).expanduser()
-    from e2e_depth_ros.backend_torch import checkpoint_source
+    from e2e_depth_ros.model.backend_torch import checkpoint_source
 
     source, is_local = checkpoint_source(model)
     if not is_local:
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         size = parse_size(args.size) if args.size else None
-        from e2e_depth_ros.estimator import quiet_model_libraries
+        from e2e_depth_ros.model.estimator import quiet_model_libraries
 
         quiet_model_libraries()
         manifest = export_model(args.checkpoint, args.out, fmt=args.format, size=size,

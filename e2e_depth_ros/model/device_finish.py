@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from e2e_depth_ros.geometry import PinholeCamera
-from e2e_depth_ros.messages import VIS_PERCENTILES, VIS_SAMPLE_STEP
+from e2e_depth_ros.core.geometry import PinholeCamera
+from e2e_depth_ros.ros.messages import VIS_PERCENTILES, VIS_SAMPLE_STEP
 
 _ALIGN = 64  # bytes
 

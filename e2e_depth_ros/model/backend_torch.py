@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from e2e_depth_ros.errors import CheckpointError
-from e2e_depth_ros.subpixel import use_subpixel_upsampling
+from e2e_depth_ros.model.subpixel import use_subpixel_upsampling
 
 _SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
 # x0 from a model output when the noisy latent z_t is zero (docs/inference.md step 7), per

@@ -64,7 +64,7 @@ def task_from_files(model: str) -> tuple[str, str] | None:
     """(task, evidence) from a local checkpoint folder's own files, or None (a hub id, or
     files that name no task): a Marigold pipeline's model_index.json, or the task line of a
     tiny test checkpoint's README.md. Files beat the name: a folder can be renamed."""
-    from e2e_depth_ros.tiny_checkpoint import tiny_checkpoint_task
+    from e2e_depth_ros.model.tiny_checkpoint import tiny_checkpoint_task
 
     folder = Path(model.strip()).expanduser()
     if not folder.is_dir():

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from e2e_depth_ros.geometry import quaternion_to_matrix
+from e2e_depth_ros.core.geometry import quaternion_to_matrix
 
 
 @dataclass(frozen=True)

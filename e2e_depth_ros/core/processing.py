@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from e2e_depth_ros.geometry import PinholeCamera, unproject_depth
-from e2e_depth_ros.scale import ScaleFilter, ScaleFit, ScaleState, fit_samples, lidar_pixels
+from e2e_depth_ros.core.geometry import PinholeCamera, unproject_depth
+from e2e_depth_ros.core.scale import ScaleFilter, ScaleFit, ScaleState, fit_samples, lidar_pixels
 
-from e2e_depth_ros.depth_model import ItemPrediction
+from e2e_depth_ros.core.depth_model import ItemPrediction
 
 if TYPE_CHECKING:
-    from e2e_depth_ros.depth_model import DepthModel, PredictionLike
+    from e2e_depth_ros.core.depth_model import DepthModel, PredictionLike
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class FrameProcessor:
             on_device = getattr(getattr(estimator, "device", None), "type", None) == "cuda"
         self.finisher = None
         if on_device:
-            from e2e_depth_ros.device_finish import DeviceFinisher
+            from e2e_depth_ros.model.device_finish import DeviceFinisher
 
             self.finisher = DeviceFinisher(estimator.device)
 

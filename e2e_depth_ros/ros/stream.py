@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from e2e_depth_ros import input_checks
-from e2e_depth_ros.health import StreamHealth
-from e2e_depth_ros.multicam import camera_topic
-from e2e_depth_ros.outputs import Output
-from e2e_depth_ros.processing import Frame
-from e2e_depth_ros.stamp_rate import StampRateEstimator
-from e2e_depth_ros.sync import StampBuffer
+from e2e_depth_ros.core import input_checks
+from e2e_depth_ros.ros.health import StreamHealth
+from e2e_depth_ros.ros.multicam import camera_topic
+from e2e_depth_ros.ros.outputs import Output
+from e2e_depth_ros.core.processing import Frame
+from e2e_depth_ros.ros.stamp_rate import StampRateEstimator
+from e2e_depth_ros.ros.sync import StampBuffer
 
 if TYPE_CHECKING:  # rclpy-bound; the annotations only
-    from e2e_depth_ros.matched_subscription import MatchedSubscription
+    from e2e_depth_ros.ros.matched_subscription import MatchedSubscription
 
 
 class Stats:

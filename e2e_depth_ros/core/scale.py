@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from e2e_depth_ros.errors import ScaleFitError
-from e2e_depth_ros.geometry import project_points
+from e2e_depth_ros.core.geometry import project_points
 
 # RANSAC scores hypotheses on at most this many matched pixels: enough to rank them,
 # cheap enough to score hundreds at once; the final fit uses every candidate.

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from e2e_depth_ros.errors import CameraError, MessageError
-from e2e_depth_ros.geometry import PinholeCamera, camera_from_projection
+from e2e_depth_ros.core.geometry import PinholeCamera, camera_from_projection
 
 
 class Encoding(NamedTuple):

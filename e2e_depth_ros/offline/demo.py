@@ -6,7 +6,7 @@
 
 1. writes a small sample rosbag2 with ground truth (``synthetic.write_sample_bag``) into
    DIR/sample, unless ``--bag`` names one;
-2. starts ``python -m e2e_depth_ros.node`` as a child process in namespace /e2e_depth, with
+2. starts ``python -m e2e_depth_ros.ros.node`` as a child process in namespace /e2e_depth, with
    the models, device, processing resolution and the LiDAR extrinsic as parameters, and
    waits until discovery shows its topics (model loading happens before that);
 3. replays the bag's camera_info, LiDAR and image messages with their ORIGINAL headers:
@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2e_depth_ros.cli import OneLineParser  # standard library only
-from e2e_depth_ros.outputs import RECORDED  # standard library only: --help stays instant
+from e2e_depth_ros.offline.cli import OneLineParser  # standard library only
+from e2e_depth_ros.ros.outputs import RECORDED  # standard library only: --help stays instant
 
 PROG = "demo"
 NAMESPACE = "/e2e_depth"
@@ -154,7 +154,7 @@ DEMO_MARKER = ".written_by_e2e_depth_demo"  # in each folder the demo creates
 
 def _mark(path: Path) -> Path:
     """Sign a folder the demo just created, so its next run may replace it (and only it)."""
-    (path / DEMO_MARKER).write_text("written by e2e_depth_ros.demo; its next run with the "
+    (path / DEMO_MARKER).write_text("written by e2e_depth_ros.offline.demo; its next run with the "
                                     "same --out replaces this folder\n")
     return path
 
@@ -180,7 +180,7 @@ def _fresh(path: Path) -> Path:
 
 def prepare_bag(args: argparse.Namespace, out: Path) -> tuple[Path, BagTopics]:
     """The bag to replay: ``--bag``, or a freshly written synthetic one in DIR/sample."""
-    from e2e_depth_ros.synthetic import DEFAULT_TOPICS
+    from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS
 
     if args.bag is not None:
         if not args.bag.exists():
@@ -189,7 +189,7 @@ def prepare_bag(args: argparse.Namespace, out: Path) -> tuple[Path, BagTopics]:
                            args.gt_depth_topic or None, args.gt_normals_topic or None)
         say(f"[1/5] replaying {args.bag}")
         return args.bag, topics
-    from e2e_depth_ros.synthetic import write_sample_bag
+    from e2e_depth_ros.offline.synthetic import write_sample_bag
 
     path = _mark(write_sample_bag(_fresh(out / "sample"), n_frames=args.frames,
                                   width=args.width, height=args.height, seed=args.seed))
@@ -207,7 +207,7 @@ def lidar_extrinsic(bag: Path, topics: BagTopics, sample: bool
     The sample bag's is ``synthetic.default_extrinsic()``; another bag's comes from its
     /tf_static (image frame <- LiDAR frame), or none (the node then warns, no metric depth).
     """
-    from e2e_depth_ros.synthetic import LIDAR_FRAME, default_extrinsic
+    from e2e_depth_ros.offline.synthetic import LIDAR_FRAME, default_extrinsic
 
     if topics.lidar is None:
         return None, None
@@ -216,7 +216,7 @@ def lidar_extrinsic(bag: Path, topics: BagTopics, sample: bool
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
 
-    from e2e_depth_ros.tf_static import StaticTransforms
+    from e2e_depth_ros.offline.tf_static import StaticTransforms
 
     store, tree, frames = get_typestore(Stores.ROS2_KILTED), StaticTransforms(), {}
     with Reader(bag) as reader:
@@ -237,11 +237,11 @@ def lidar_extrinsic(bag: Path, topics: BagTopics, sample: bool
 def prepare_models(args: argparse.Namespace, out: Path) -> tuple[str, str | None]:
     """Model arguments for the node; ``--tiny`` writes random-weight ones to DIR/checkpoints."""
     if not args.tiny:
-        from e2e_depth_ros.model_args import model_or_none
+        from e2e_depth_ros.model.model_args import model_or_none
 
         return args.depth_model, model_or_none(args.normals_model)
-    from e2e_depth_ros.estimator import quiet_model_libraries
-    from e2e_depth_ros.tiny_checkpoint import make_tiny_checkpoint
+    from e2e_depth_ros.model.estimator import quiet_model_libraries
+    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
 
     quiet_model_libraries()  # no "Writing model shards" bars in the demo's output
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # inherited by the node
@@ -263,7 +263,7 @@ def _float_list(values) -> str:
 
 
 def node_command(settings: NodeSettings, topics: BagTopics) -> list[str]:
-    """``python -m e2e_depth_ros.node --ros-args ...`` in NAMESPACE, inputs remapped."""
+    """``python -m e2e_depth_ros.ros.node --ros-args ...`` in NAMESPACE, inputs remapped."""
     params = {
         "depth_model": settings.depth_model,
         "normals_model": settings.normals_model or '""',
@@ -282,7 +282,7 @@ def node_command(settings: NodeSettings, topics: BagTopics) -> list[str]:
     remaps = {"__ns": NAMESPACE, image: topics.image, "camera_info": topics.camera_info}
     if topics.lidar:
         remaps["points_lidar"] = topics.lidar
-    argv = [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args"]
+    argv = [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args"]
     for name, value in params.items():
         argv += ["-p", f"{name}:={value}"]
     for name, value in remaps.items():
@@ -378,7 +378,7 @@ class Recording:
         """A source-bag message as it is: same bytes, definition, QoS and bag time."""
         with self._lock:
             if conn.topic not in self._connections:
-                from e2e_depth_ros.bag_io import definition_hash
+                from e2e_depth_ros.offline.bag_io import definition_hash
 
                 digest = definition_hash(conn)  # a bare .mcap carries none
                 definition = dict(msgdef=conn.msgdef.data, rihs01=digest) if digest \
@@ -672,7 +672,7 @@ def evaluate_recording(recording: Path, topics: BagTopics, counts: dict[str, int
                        out: Path) -> list[Any]:
     """Score the recorded relative depth (LiDAR scale recovered as the node does), and the
     node's own metric depth/image when it published any. Returns the EvalResults."""
-    from e2e_depth_ros.evaluate import EvalOptions, EvalTopics, evaluate_bag, summary_lines
+    from e2e_depth_ros.offline.evaluate import EvalOptions, EvalTopics, evaluate_bag, summary_lines
 
     if topics.gt_depth is None:
         say("[5/5] no ground-truth depth topic: evaluation skipped")
@@ -749,7 +749,7 @@ def print_diagnostics(peer: DemoPeer, frames: list[FrameResult]) -> None:
 # ----------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    from e2e_depth_ros.synthetic import DEFAULT_TOPICS as T
+    from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS as T
 
     p = OneLineParser(prog=PROG, description="Sample bag -> the real depth node -> recording "
                       "-> evaluation, in one command (no ROS install needed).")
@@ -850,7 +850,7 @@ def node_settings(args: argparse.Namespace, out: Path, bag: Path, topics: BagTop
         if topics.lidar:
             say(f"no /tf_static path from the LiDAR to the camera in {bag}: no metric depth")
         return settings
-    from e2e_depth_ros.synthetic import matrix_to_quaternion
+    from e2e_depth_ros.offline.synthetic import matrix_to_quaternion
 
     translation = tuple(float(v) for v in extrinsic.translation)
     quaternion = matrix_to_quaternion(extrinsic.rotation)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from e2e_depth_ros.errors import BagError
 
 if TYPE_CHECKING:
-    from e2e_depth_ros.evaluate import EvalTopics
-    from e2e_depth_ros.processing import FrameResult
+    from e2e_depth_ros.offline.evaluate import EvalTopics
+    from e2e_depth_ros.core.processing import FrameResult
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -158,7 +158,7 @@ def check_topics(reader: Any, bag: Path, topics: EvalTopics) -> dict[str, TopicI
 def index_bag(reader: Any, bag: Path, indexes: dict[str, TopicIndex]
               ) -> list[tuple[Any, int, bytes]]:
     """Fill the indexes with header stamps; returns the /tf_static messages in full."""
-    from e2e_depth_ros.sync import stamp_to_ns
+    from e2e_depth_ros.ros.sync import stamp_to_ns
 
     by_topic: dict[str, list[TopicIndex]] = {}  # one topic may serve two roles
     for index in indexes.values():
@@ -191,7 +191,7 @@ def index_bag(reader: Any, bag: Path, indexes: dict[str, TopicIndex]
 
 def fetch_message(reader: Any, index: TopicIndex, ref: MessageRef) -> tuple[Any, bytes]:
     """(message, raw CDR) of one indexed message, read by its bag time."""
-    from e2e_depth_ros.sync import stamp_to_ns
+    from e2e_depth_ros.ros.sync import stamp_to_ns
 
     for conn, bag_time, raw in reader.messages(connections=index.connections,
                                                start=ref.bag_time, stop=ref.bag_time + 1):
@@ -257,7 +257,7 @@ class OutputBag:
         Every recorded output of ``outputs.OUTPUTS`` (not the visualisations) that the result
         has; the output's topic goes under this bag's prefix.
         """
-        from e2e_depth_ros.outputs import RECORDED
+        from e2e_depth_ros.ros.outputs import RECORDED
 
         for output in RECORDED:
             msg = output.build(self.typestore.types, header, info, result)

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from e2e_depth_ros.allocator import keep_cpu_buffers_mapped  # noqa: F401 - public name
+from e2e_depth_ros.model.allocator import keep_cpu_buffers_mapped  # noqa: F401 - public name
 from e2e_depth_ros.errors import InputImageError
-from e2e_depth_ros.geometry import NormalConvention, normals_to_optical
-from e2e_depth_ros.stages import (BACKENDS, StageRunner, is_export_folder,
-                                  normalise_precision)
+from e2e_depth_ros.core.geometry import NormalConvention, normals_to_optical
+from e2e_depth_ros.model.stages import (BACKENDS, StageRunner, is_export_folder,
+                                        normalise_precision)
 
 DEFAULT_DEPTH_MODEL = "GonzaloMG/marigold-e2e-ft-depth"
 DEFAULT_NORMALS_MODEL = "GonzaloMG/marigold-e2e-ft-normals"
@@ -171,7 +171,7 @@ class Estimator:
     # -- construction --------------------------------------------------------------------
     def _init_torch(self, device: str, compile: bool, cuda_graphs: bool,
                     channels_last: bool | None) -> None:
-        from e2e_depth_ros.backend_torch import TorchStages, load_checkpoint, same_weights
+        from e2e_depth_ros.model.backend_torch import TorchStages, load_checkpoint, same_weights
 
         self.device = resolve_device(device)
         self.precision = _torch_precision(self.precision, self.device)
@@ -205,9 +205,9 @@ class Estimator:
 
     def _init_exported(self, device: str, threads: int, cache_dir: str | None) -> None:
         if self.backend == "openvino":
-            from e2e_depth_ros import backend_openvino as module
+            from e2e_depth_ros.model import backend_openvino as module
         else:
-            from e2e_depth_ros import backend_onnxruntime as module
+            from e2e_depth_ros.model import backend_onnxruntime as module
 
         session = module.open_backend(device, self.precision, threads=threads,
                                       cache_dir=cache_dir)

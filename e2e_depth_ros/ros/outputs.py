@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 if TYPE_CHECKING:  # nothing but the standard library at import: --help stays instant
     import numpy as np
 
-    from e2e_depth_ros.processing import FrameResult, Needs
+    from e2e_depth_ros.core.processing import FrameResult, Needs
 
 IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
@@ -53,7 +53,7 @@ def _image(field: str, encoding: str, convert: Callable[[np.ndarray], np.ndarray
     (drawn on the model's device, ``device_finish``).
     """
     def build(types: Types, header: Any, info: Any, result: FrameResult) -> Any:
-        from e2e_depth_ros import messages
+        from e2e_depth_ros.ros import messages
 
         drawn = result.pictures.get(picture) if picture else None
         if drawn is not None:
@@ -68,7 +68,7 @@ def _image(field: str, encoding: str, convert: Callable[[np.ndarray], np.ndarray
 
 def _depth_info(types: Types, header: Any, info: Any, result: FrameResult) -> Any:
     """The CameraInfo of depth/image: the input's, rescaled to the depth image's size."""
-    from e2e_depth_ros import messages
+    from e2e_depth_ros.ros import messages
 
     if result.metric is None or info is None:
         return None
@@ -77,7 +77,7 @@ def _depth_info(types: Types, header: Any, info: Any, result: FrameResult) -> An
 
 
 def _points(types: Types, header: Any, info: Any, result: FrameResult) -> Any:
-    from e2e_depth_ros import messages
+    from e2e_depth_ros.ros import messages
 
     if result.points is None:
         return None
@@ -87,7 +87,7 @@ def _points(types: Types, header: Any, info: Any, result: FrameResult) -> Any:
 
 
 def _colorize_depth(relative: np.ndarray) -> np.ndarray:
-    from e2e_depth_ros.messages import colorize_depth
+    from e2e_depth_ros.ros.messages import colorize_depth
 
     return colorize_depth(relative)
 
@@ -101,7 +101,7 @@ def _millimetres(metric: np.ndarray) -> np.ndarray:
 
 
 def _normals_rgb8(normals: np.ndarray) -> np.ndarray:
-    from e2e_depth_ros.messages import normals_to_rgb8
+    from e2e_depth_ros.ros.messages import normals_to_rgb8
 
     return normals_to_rgb8(normals)
 
@@ -149,7 +149,7 @@ def enable_parameters() -> dict[str, tuple[bool, str]]:
 def needs_for(wanted: Iterable[Output], *, points_rgb: bool = True,
               points_normals: bool = False) -> Needs:
     """What must be computed so that the ``wanted`` outputs can be built."""
-    from e2e_depth_ros.processing import Needs
+    from e2e_depth_ros.core.processing import Needs
 
     wanted = list(wanted)
     fields = {output.needs for output in wanted}

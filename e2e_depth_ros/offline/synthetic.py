@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from e2e_depth_ros.errors import CameraError
-from e2e_depth_ros.geometry import PinholeCamera, transform_points
+from e2e_depth_ros.core.geometry import PinholeCamera, transform_points
 
 CAMERA_FRAME = "camera_optical"
 LIDAR_FRAME = "lidar"
@@ -505,13 +505,13 @@ class _BagMessages:
             roi=roi)
 
     def image(self, header: Any, array: np.ndarray, encoding: str) -> Any:
-        from e2e_depth_ros.messages import build_image
+        from e2e_depth_ros.ros.messages import build_image
 
         return build_image(self.types["sensor_msgs/msg/Image"], header, array, encoding)
 
     def cloud(self, header: Any, points: np.ndarray) -> Any:
         """Unorganized (1 x N) xyz cloud."""
-        from e2e_depth_ros.messages import build_pointcloud
+        from e2e_depth_ros.ros.messages import build_pointcloud
 
         return build_pointcloud(self.types["sensor_msgs/msg/PointCloud2"],
                                 self.types["sensor_msgs/msg/PointField"], header,
@@ -604,9 +604,9 @@ def write_sample_bag(path: str | Path, *, storage: str = "mcap", n_frames: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m e2e_depth_ros.synthetic OUT_DIR``: write a sample bag with ground truth."""
+    """``python -m e2e_depth_ros.offline.synthetic OUT_DIR``: a sample bag with ground truth."""
     parser = argparse.ArgumentParser(
-        prog="python -m e2e_depth_ros.synthetic",
+        prog="python -m e2e_depth_ros.offline.synthetic",
         description="Write a synthetic rosbag2 (camera, LiDAR, depth/normal ground truth).")
     parser.add_argument("out_dir", type=Path, help="bag directory to create (must not exist)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")

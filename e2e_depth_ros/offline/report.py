@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-    from e2e_depth_ros.bag_io import OutputBag
-    from e2e_depth_ros.evaluate import EvalOptions, EvalResult
+    from e2e_depth_ros.offline.bag_io import OutputBag
+    from e2e_depth_ros.offline.evaluate import EvalOptions, EvalResult
 
 
 # Every file the report may write into the output folder (evaluate checks them before a run).

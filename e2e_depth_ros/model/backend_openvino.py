@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from e2e_depth_ros.errors import InputImageError
-from e2e_depth_ros.stages import STAGES, ExportedStages
+from e2e_depth_ros.model.stages import STAGES, ExportedStages
 
 _HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 _CAPABILITY = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16"}
@@ -70,7 +70,7 @@ class OpenVINOBackend:
         self.device = choose_device(device, self.core.available_devices)
         capabilities = list(self.core.get_property(self.device, "OPTIMIZATION_CAPABILITIES"))
         self.precision = choose_precision(precision, self.device, capabilities)
-        from e2e_depth_ros.export import default_cache_dir
+        from e2e_depth_ros.model.export import default_cache_dir
 
         self.cache_dir = (default_cache_dir() if cache_dir is None
                           else Path(cache_dir) if cache_dir else None)
@@ -98,7 +98,7 @@ class OpenVINOBackend:
         return self.cache_dir / "openvino" / f"{self.device}-{self.precision}-t{threads}"
 
     def load(self, model: str, name: str) -> "OpenVINOStages":
-        from e2e_depth_ros.export import export_folder_for
+        from e2e_depth_ros.model.export import export_folder_for
 
         folder = export_folder_for(model, "openvino", name, self.cache_dir)
         return OpenVINOStages(name, folder, self)

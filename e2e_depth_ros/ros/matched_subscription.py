@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from e2e_depth_ros.qos import BEST_EFFORT, RELIABLE, InputQos, choose_input_qos
+from e2e_depth_ros.ros.qos import BEST_EFFORT, RELIABLE, InputQos, choose_input_qos
 
 _NAMES = {ReliabilityPolicy.RELIABLE: RELIABLE, ReliabilityPolicy.BEST_EFFORT: BEST_EFFORT}
 _POLICIES = {name: policy for policy, name in _NAMES.items()}
