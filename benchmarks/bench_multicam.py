@@ -40,7 +40,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from e2e_depth_ros import messages  # noqa: E402
+from e2e_depth_ros.ros import messages  # noqa: E402
 from e2e_depth_ros.ros.sync import stamp_to_ns  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ import rclpy  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 
-from e2e_depth_ros import messages  # noqa: E402
+from e2e_depth_ros.ros import messages  # noqa: E402
 from e2e_depth_ros.model.estimator import Estimator  # noqa: E402
 from e2e_depth_ros.core.geometry import PinholeCamera, unproject_depth  # noqa: E402
 from e2e_depth_ros.ros.node import DepthNode  # noqa: E402

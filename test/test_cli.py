@@ -117,7 +117,7 @@ def test_unavailable_hub_models_exit_2_pointing_at_tiny_checkpoint(image_dir, tm
 
 def test_help_works_without_importing_torch():
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from e2e_depth_ros import cli\n"
+        [sys.executable, "-c", "import sys; from e2e_depth_ros.offline import cli\n"
          "try:\n    cli.main(['--help'])\nexcept SystemExit as e:\n    code = e.code\n"
          "assert code == 0, code\nassert 'torch' not in sys.modules, 'torch imported'"],
         capture_output=True, text=True, timeout=60)
