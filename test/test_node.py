@@ -208,7 +208,7 @@ def test_repeated_stamps_are_dropped_and_going_back_in_time_is_survived(
 def test_node_with_a_missing_model_exits_at_start_with_one_line():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args", "-p",
+        [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args", "-p",
          "depth_model:=/nonexistent/model", "-p", "normals_model:=''"],
         capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 1
@@ -224,7 +224,7 @@ def test_sigterm_during_inference_stops_the_node_quickly_and_cleanly(tiny_depth)
 
     namespace = f"/term{os.getpid()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
+        [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args", "-r", f"__ns:={namespace}",
          "-p", f"depth_model:={tiny_depth}", "-p", "normals_model:=''",
          "-p", "processing_resolution:=768"],  # a few seconds a frame, even for the tiny model
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -41,7 +41,7 @@ def test_diagnostics_show_the_backend_and_the_resolved_precision(tiny_depth):
 def test_node_with_an_unavailable_precision_exits_at_start_with_one_line(tiny_depth):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     done = subprocess.run(
-        [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args", "-p",
+        [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args", "-p",
          f"depth_model:={tiny_depth}", "-p", "normals_model:=''", "-p", "device:=cpu",
          "-p", "precision:=bf16"],
         env=env, capture_output=True, text=True, timeout=120)
