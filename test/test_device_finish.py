@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from e2e_depth_ros.core.geometry import PinholeCamera
-from e2e_depth_ros.ros.messages import colorize_depth, normals_to_rgb8
+from e2e_depth_ros.core.visualize import colorize_depth, normals_to_rgb8
 from e2e_depth_ros.ros.outputs import BY_KEY, PICTURES, needs_for, rclpy_types
 from e2e_depth_ros.core.processing import FrameProcessor, Needs, ProcessingConfig
 
@@ -30,10 +30,18 @@ def cutting(estimator, rgb, **kwargs) -> ProcessingConfig:
                             max_depth=float(hi), **kwargs)
 
 
+def device_finisher(estimator):
+    """The GPU path's finisher on the estimator's device (torch imported here: Humble)."""
+    from e2e_depth_ros.model.device_finish import DeviceFinisher
+
+    return DeviceFinisher(estimator.device)
+
+
 def both(estimator, config, rgb, **kwargs):
     """The same frame finished by numpy and by torch (on the CPU here)."""
-    on_cpu = FrameProcessor(estimator, config, on_device=False).process(rgb, 0.0, **kwargs)
-    on_device = FrameProcessor(estimator, config, on_device=True).process(rgb, 0.0, **kwargs)
+    on_cpu = FrameProcessor(estimator, config, finisher=None).process(rgb, 0.0, **kwargs)
+    on_device = FrameProcessor(estimator, config, finisher=device_finisher(estimator)).process(
+        rgb, 0.0, **kwargs)
     return on_cpu, on_device
 
 
@@ -133,7 +141,8 @@ def test_lidar_fit_reads_only_the_lidar_pixels_and_agrees(estimator, rgb):
 
 
 def test_each_frame_gets_its_own_buffer(estimator, rgb):
-    proc = FrameProcessor(estimator, ProcessingConfig(fixed_scale=2.0), on_device=True)
+    proc = FrameProcessor(estimator, ProcessingConfig(fixed_scale=2.0),
+                          finisher=device_finisher(estimator))
     first = proc.process(rgb, 0.0, camera=CAMERA, needs=ALL_PICTURES)
     kept = first.metric.copy(), first.pictures["depth_vis"].copy()
     proc.process(255 - rgb, 0.1, camera=CAMERA, needs=ALL_PICTURES)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from rcl_interfaces.msg import ParameterType
 
-from e2e_depth_ros.ros.node import NODE_NAME, PARAMETERS, validate_parameter
+from e2e_depth_ros.ros.parameters import NODE_NAME, PARAMETERS, validate_parameter
 from e2e_depth_ros.ros.outputs import OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ import sys
 import pytest
 from rclpy.parameter import Parameter
 
-from e2e_depth_ros.ros.node import DepthNode, PARAMETERS
+from e2e_depth_ros.ros.node import DepthNode
+from e2e_depth_ros.ros.parameters import PARAMETERS
 from rig import Rig
 
 pytestmark = [pytest.mark.usefixtures("ros"), pytest.mark.needs_torch]

@@ -70,11 +70,11 @@ def test_camera_info_sent_together_with_its_image_pairs_every_frame(rig):
 
 
 def test_camera_info_arriving_just_after_its_image_still_pairs(rig, monkeypatch):
-    import e2e_depth_ros.ros.node as node_module
+    import e2e_depth_ros.ros.pairing as pairing
 
     rig.send(_image(0), T0, camera=CAMERA)  # the camera is known to publish camera_info
     assert rig.wait_for(lambda: T0 in rig.stamps("depth/camera_info"))
-    monkeypatch.setattr(node_module, "INFO_WAIT_S", 2.0)  # room for a loaded machine
+    monkeypatch.setattr(pairing, "INFO_WAIT_S", 2.0)  # room for a loaded machine
     late = T0 + 10**8
     rig.send(_image(1), late)
     time.sleep(0.2)  # the image is in the node's hands, its camera_info not yet sent
@@ -87,9 +87,9 @@ def test_camera_info_arriving_just_after_its_image_still_pairs(rig, monkeypatch)
 def test_camera_info_delivered_during_inference_pairs_without_any_wait(rig, monkeypatch):
     # A reliable camera_info can reach the node hundreds of ms after its image (repaired
     # behind megabyte images); the model needs only the image, so the match waits until after.
-    import e2e_depth_ros.ros.node as node_module
+    import e2e_depth_ros.ros.pairing as pairing
 
-    monkeypatch.setattr(node_module, "INFO_WAIT_S", 0.0)
+    monkeypatch.setattr(pairing, "INFO_WAIT_S", 0.0)
     rig.send(_image(0), T0)
     assert rig.node_under_test.processor.estimator.busy.wait(10.0)  # the model is running
     rig.info_pub.publish(camera_info(CAMERA, T0))
@@ -99,9 +99,9 @@ def test_camera_info_delivered_during_inference_pairs_without_any_wait(rig, monk
 
 @pytest.mark.parametrize("with_info_before", [False, True], ids=["never-any", "newer-one"])
 def test_no_wait_for_a_camera_info_that_is_not_coming(rig, monkeypatch, with_info_before):
-    import e2e_depth_ros.ros.node as node_module
+    import e2e_depth_ros.ros.pairing as pairing
 
-    monkeypatch.setattr(node_module, "INFO_WAIT_S", 60.0)  # a wait would fail the test
+    monkeypatch.setattr(pairing, "INFO_WAIT_S", 60.0)  # a wait would fail the test
     _no_reuse(rig)
     if with_info_before:  # its newest camera_info is already newer than the next image
         rig.send(_image(0), T0 + 10**9, camera=CAMERA)
@@ -112,9 +112,9 @@ def test_no_wait_for_a_camera_info_that_is_not_coming(rig, monkeypatch, with_inf
 
 
 def test_a_camera_info_slower_than_the_images_is_waited_for_once(rig, monkeypatch):
-    import e2e_depth_ros.ros.node as node_module
+    import e2e_depth_ros.ros.pairing as pairing
 
-    monkeypatch.setattr(node_module, "INFO_WAIT_S", 3.0)
+    monkeypatch.setattr(pairing, "INFO_WAIT_S", 3.0)
     _no_reuse(rig)
     rig.send(_image(0), T0, camera=CAMERA)  # camera_info with this frame, not the next ones
     assert rig.wait_for(lambda: T0 in rig.stamps("depth/camera_info"))

@@ -205,7 +205,7 @@ def test_best_effort_camera_using_the_shipped_profile_reaches_the_node_at_640x48
 
 
 def test_input_qos_parameter_refuses_an_unknown_mode_with_the_choices():
-    from e2e_depth_ros.ros.node import PARAMETERS, validate_parameter
+    from e2e_depth_ros.ros.parameters import PARAMETERS, validate_parameter
 
     assert PARAMETERS["input_qos"][0] == "auto"
     assert validate_parameter("input_qos", "sensor_data") is None

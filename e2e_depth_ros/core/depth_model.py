@@ -32,7 +32,8 @@ class ItemPrediction:
 class DepthModel(Protocol):
     """A loaded depth and/or normals model on one device.
 
-    Optional, read when present: ``describe()`` (the start-up log line), ``backend``,
+    Optional, read when present: ``device_finisher()`` (a ``Finisher`` for its device, or
+    None), ``describe()`` (the start-up log line), ``backend``,
     ``precision`` and ``backend_device`` (diagnostics; any ``backend_device`` but the CPU
     makes ``max_batch`` auto batch). A model whose ``device.type`` is
     "cuda" is also called with ``predict(..., on_device=True)`` and may then return torch
@@ -55,4 +56,17 @@ class DepthModel(Protocol):
         Outputs are at the input's resolution, (N, ...) for a batch; batch item i must equal
         ``predict(rgb[i])`` up to float rounding.
         """
+        ...
+
+
+class Finisher(Protocol):
+    """Finishes a frame on the model's device (``model.device_finish.DeviceFinisher``):
+    metric depth, cloud and pictures from device tensors, only the results copied back."""
+
+    def samples(self, relative: Any, flat_index: np.ndarray) -> np.ndarray:
+        """float64 values of ``relative`` at the flat pixel indices (the LiDAR fit's pairs)."""
+        ...
+
+    def finish(self, relative: Any, normals: Any, **settings: Any) -> Any:
+        """The frame's arrays, copied to the host (``device_finish.DeviceArrays``)."""
         ...

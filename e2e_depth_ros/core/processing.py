@@ -20,7 +20,7 @@ from e2e_depth_ros.core.scale import ScaleFilter, ScaleFit, ScaleState, fit_samp
 from e2e_depth_ros.core.depth_model import ItemPrediction
 
 if TYPE_CHECKING:
-    from e2e_depth_ros.core.depth_model import DepthModel, PredictionLike
+    from e2e_depth_ros.core.depth_model import DepthModel, Finisher, PredictionLike
 
 
 @dataclass(frozen=True)
@@ -119,19 +119,17 @@ class FrameProcessor:
     """Owns the model and one LiDAR scale filter per stream; turns frames into output arrays."""
 
     def __init__(self, estimator: DepthModel, config: ProcessingConfig | None = None, *,
-                 on_device: bool | None = None) -> None:
-        """``on_device``: finish frames on the model's device (``device_finish``); None
-        does so when the model runs on CUDA, where it saves the copies and the CPU work."""
+                 finisher: Finisher | None | str = "auto") -> None:
+        """``finisher``: finishes frames on the model's device (``model.device_finish``);
+        "auto" takes the model's own (``device_finisher()``: CUDA models give one, where it
+        saves the copies and the CPU work), None finishes every frame with numpy."""
         self.estimator = estimator
         self.config = config or ProcessingConfig()
         self._filters: dict[str, ScaleFilter] = {}
-        if on_device is None:
-            on_device = getattr(getattr(estimator, "device", None), "type", None) == "cuda"
-        self.finisher = None
-        if on_device:
-            from e2e_depth_ros.model.device_finish import DeviceFinisher
-
-            self.finisher = DeviceFinisher(estimator.device)
+        if finisher == "auto":
+            make = getattr(estimator, "device_finisher", None)
+            finisher = make() if callable(make) else None
+        self.finisher = finisher
 
     @staticmethod
     def _make_filter(config: ProcessingConfig) -> ScaleFilter:

@@ -5,7 +5,7 @@ pictures (depth/image_vis, normals/image_vis, depth/image_mm) are computed in pl
 every requested array comes back in one transfer into page-locked memory, instead of
 copying depth and normals back and redoing the work in numpy. ``FrameProcessor`` uses it
 when the estimator runs on CUDA; on a CPU numpy does the same work as fast. The results
-equal the numpy path's (``processing``, ``messages.colorize_depth``/``normals_to_rgb8``,
+equal the numpy path's (``processing``, ``visualize.colorize_depth``/``normals_to_rgb8``,
 ``outputs``) up to float rounding (a picture level at most 1 apart).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from e2e_depth_ros.core.geometry import PinholeCamera
-from e2e_depth_ros.ros.messages import VIS_PERCENTILES, VIS_SAMPLE_STEP
+from e2e_depth_ros.core.visualize import VIS_PERCENTILES, VIS_SAMPLE_STEP
 
 _ALIGN = 64  # bytes
 
@@ -113,7 +113,7 @@ class DeviceFinisher:
         return torch.stack([x, y, z], dim=-1)
 
     def _colorize(self, depth: torch.Tensor) -> torch.Tensor:
-        """``messages.colorize_depth`` on the device: TURBO, range from a pixel sample."""
+        """``visualize.colorize_depth`` on the device: TURBO, range from a pixel sample."""
         d = depth.float()
         valid = torch.isfinite(d)
         sample = d[::VIS_SAMPLE_STEP, ::VIS_SAMPLE_STEP]

@@ -103,6 +103,30 @@ def quiet_model_libraries() -> None:
     transformers_logging.disable_progress_bar()
 
 
+def checked_batch(rgb: np.ndarray, processing_size, resolution: int) -> np.ndarray:
+    """uint8 RGB (N, H, W, 3) of an (H, W, 3) or (N, H, W, 3) input, or InputImageError
+    naming what is wrong; ``processing_size(h, w)`` says what the model would run at."""
+    if not isinstance(rgb, np.ndarray):
+        raise InputImageError(f"image must be a numpy array, got {type(rgb).__name__}")
+    if rgb.dtype != np.uint8:
+        raise InputImageError(f"image must be uint8 RGB, got dtype {rgb.dtype}")
+    if rgb.ndim not in (3, 4) or rgb.shape[-1] != 3:
+        raise InputImageError(f"image must be (H, W, 3) or (N, H, W, 3) RGB, got shape "
+                              f"{rgb.shape}")
+    batch = rgb if rgb.ndim == 4 else rgb[None]
+    n, height, width = batch.shape[:3]
+    if n == 0:
+        raise InputImageError("image batch is empty")
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise InputImageError(f"image is {width}x{height}; each side must be at least "
+                              f"{MIN_SIDE} pixels")
+    h, w = processing_size(height, width)
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise InputImageError(f"image {width}x{height} becomes {w}x{h} at "
+                              f"processing_resolution {resolution}: aspect ratio too extreme")
+    return batch
+
+
 class Estimator:
     """E2E-FT depth and/or normals on one backend and device, with weights loaded once.
 
@@ -243,6 +267,14 @@ class Estimator:
                       f"{w}x{h}): warming up again before the next frame")
             self.warm_up(self._warm_input, force=True)
 
+    def device_finisher(self):
+        """A ``device_finish.DeviceFinisher`` where finishing on the device pays (CUDA)."""
+        if self.device.type != "cuda":
+            return None
+        from e2e_depth_ros.model.device_finish import DeviceFinisher
+
+        return DeviceFinisher(self.device)
+
     def describe(self) -> str:
         """One line for logs and diagnostics: backend, device and precision."""
         return f"{self.backend} on {self.backend_device} ({self.precision})"
@@ -291,31 +323,6 @@ class Estimator:
             return height, width
         f = self.processing_resolution / max(height, width)
         return int(height * f), int(width * f)
-
-    def _check_input(self, rgb: np.ndarray) -> np.ndarray:
-        if not isinstance(rgb, np.ndarray):
-            raise InputImageError(f"image must be a numpy array, got {type(rgb).__name__}")
-        if rgb.dtype != np.uint8:
-            raise InputImageError(f"image must be uint8 RGB, got dtype {rgb.dtype}")
-        if rgb.ndim not in (3, 4) or rgb.shape[-1] != 3:
-            raise InputImageError(
-                f"image must be (H, W, 3) or (N, H, W, 3) RGB, got shape {rgb.shape}"
-            )
-        batch = rgb if rgb.ndim == 4 else rgb[None]
-        n, height, width = batch.shape[:3]
-        if n == 0:
-            raise InputImageError("image batch is empty")
-        if height < MIN_SIDE or width < MIN_SIDE:
-            raise InputImageError(
-                f"image is {width}x{height}; each side must be at least {MIN_SIDE} pixels"
-            )
-        h, w = self.processing_size(height, width)
-        if h < MIN_SIDE or w < MIN_SIDE:
-            raise InputImageError(
-                f"image {width}x{height} becomes {w}x{h} at processing_resolution "
-                f"{self.processing_resolution}: aspect ratio too extreme"
-            )
-        return batch
 
     def _preprocess(self, batch: np.ndarray) -> torch.Tensor:
         """Steps 1-2: uint8 resize with torchvision's rounding, then [-1, 1], channels first.
@@ -406,7 +413,7 @@ class Estimator:
         ``on_device``: the outputs stay torch tensors on the model's device (same shapes
         and values), for post-processing there (``device_finish``) without a copy back.
         """
-        batch = self._check_input(rgb)
+        batch = checked_batch(rgb, self.processing_size, self.processing_resolution)
         size = tuple(batch.shape[1:3])
         self._maybe_rewarm(batch.shape[0], *size)
         want = [r for r, on in ((self.depth, depth), (self.normals, normals)) if r and on]

@@ -87,7 +87,7 @@ def _points(types: Types, header: Any, info: Any, result: FrameResult) -> Any:
 
 
 def _colorize_depth(relative: np.ndarray) -> np.ndarray:
-    from e2e_depth_ros.ros.messages import colorize_depth
+    from e2e_depth_ros.core.visualize import colorize_depth
 
     return colorize_depth(relative)
 
@@ -101,7 +101,7 @@ def _millimetres(metric: np.ndarray) -> np.ndarray:
 
 
 def _normals_rgb8(normals: np.ndarray) -> np.ndarray:
-    from e2e_depth_ros.ros.messages import normals_to_rgb8
+    from e2e_depth_ros.core.visualize import normals_to_rgb8
 
     return normals_to_rgb8(normals)
 
@@ -156,6 +156,32 @@ def needs_for(wanted: Iterable[Output], *, points_rgb: bool = True,
     return Needs(**{name: name in fields for name in NEEDS}, points_rgb=points_rgb,
                  points_normals=points_normals,
                  pictures=tuple(o.key for o in wanted if o.key in PICTURES))
+
+
+def build_outgoing(wanted: Iterable[Output], types: Types, header: Any, info: Any,
+                   result: FrameResult) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The (key, message) pairs to publish for one frame, and why any wanted one is held back.
+
+    An output with no message (no metric depth without a scale) is skipped; a paired one
+    goes out only with its partner: depth_image_proc and RTAB-Map need depth/image and
+    depth/camera_info of one stamp, never one alone.
+    """
+    built = {o.key: o.build(types, header, info, result) for o in wanted}
+    outgoing, held = [], []
+    for output in wanted:
+        msg = built[output.key]
+        if msg is None:
+            continue
+        if output.paired_with:
+            partner = BY_KEY[output.paired_with]
+            if partner.key not in built:
+                built[partner.key] = partner.build(types, header, info, result)
+            if built[partner.key] is None:
+                held.append(f"no usable camera_info for this stamp: {output.topic} is not "
+                            f"published without its {partner.topic}")
+                continue
+        outgoing.append((output.key, msg))
+    return outgoing, held
 
 
 def topic(output: Output, prefix: str = "") -> str:
