@@ -5,8 +5,8 @@ import pytest
 
 from e2e_depth_ros.ros import messages
 from e2e_depth_ros.core.geometry import PinholeCamera
-from e2e_depth_ros.ros.outputs import (BY_KEY, NEEDS, OUTPUTS, RECORDED, enable_parameters,
-                                       needs_for, rclpy_types, topic)
+from e2e_depth_ros.ros.outputs import (BY_KEY, NEEDS, OUTPUTS, RECORDED, build_outgoing,
+                                       enable_parameters, needs_for, rclpy_types, topic)
 from e2e_depth_ros.core.processing import FrameResult, Needs
 
 
@@ -116,3 +116,25 @@ def test_paired_outputs_name_each_other():
         if output.paired_with:
             assert BY_KEY[output.paired_with].paired_with == output.key, output.key
     assert BY_KEY["depth"].paired_with == "depth_info"
+
+
+def test_build_outgoing_holds_back_a_paired_output_whose_partner_cannot_be_built():
+    import plain_msgs
+
+    header = plain_msgs.header(7, "front_optical")
+    wanted = [BY_KEY["depth"], BY_KEY["relative"]]
+    outgoing, held = build_outgoing(wanted, plain_msgs.TYPES, header, None, _result())
+    assert [key for key, _ in outgoing] == ["relative"]
+    assert held == ["no usable camera_info for this stamp: depth/image is not published "
+                    "without its depth/camera_info"]
+    info = plain_msgs.camera_info(PinholeCamera(8, 6, fx=7.0, fy=6.5, cx=3.5, cy=2.5), 7)
+    outgoing, held = build_outgoing(wanted, plain_msgs.TYPES, header, info, _result())
+    assert [key for key, _ in outgoing] == ["depth", "relative"] and held == []
+
+
+def test_build_outgoing_skips_an_output_with_nothing_to_build():
+    import plain_msgs
+
+    outgoing, held = build_outgoing([BY_KEY["depth"], BY_KEY["points"]], plain_msgs.TYPES,
+                                    plain_msgs.header(0), None, FrameResult())
+    assert outgoing == [] and held == []
