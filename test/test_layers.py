@@ -136,3 +136,29 @@ def test_importing_a_layer_brings_none_of_the_packages_it_must_not_use(name):
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert ast.literal_eval(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_public_names_load_from_the_package_root_without_importing_at_package_import():
+    code = ("import sys, e2e_depth_ros as e\n"
+            "light = not any(m in sys.modules for m in ('torch', 'rclpy', 'rosbags'))\n"
+            "from e2e_depth_ros import FrameProcessor, PinholeCamera\n"
+            "from e2e_depth_ros.core.processing import FrameProcessor as defined\n"
+            "assert FrameProcessor is defined and PinholeCamera.__name__ == 'PinholeCamera'\n"
+            "missing = [n for n in e.__all__ if n != '__version__' and n not in e._PUBLIC]\n"
+            "print(light, missing)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "[]"]
+    with pytest.raises(AttributeError, match="no attribute 'Nonexistent'"):
+        import e2e_depth_ros
+
+        e2e_depth_ros.Nonexistent
+
+
+@pytest.mark.needs_torch
+def test_every_public_name_resolves_to_its_definition():
+    import e2e_depth_ros
+
+    for name, module in e2e_depth_ros._PUBLIC.items():
+        assert getattr(e2e_depth_ros, name) is getattr(importlib.import_module(module), name)

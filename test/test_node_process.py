@@ -23,11 +23,11 @@ pytestmark = pytest.mark.usefixtures("ros")
 
 
 class NodeProcess:
-    """``python -m e2e_depth_ros.ros.node`` with its output collected line by line."""
+    """``python -m e2e_depth_ros.node`` with its output collected line by line."""
 
     def __init__(self, *ros_args: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "e2e_depth_ros.ros.node", *ros_args],
+            [sys.executable, "-m", "e2e_depth_ros.node", *ros_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=dict(os.environ, HF_HUB_OFFLINE="1"))
         self.lines: list[str] = []
@@ -59,7 +59,7 @@ class NodeProcess:
 
 def test_help_prints_every_parameter_and_exits_at_once_without_loading_models():
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "e2e_depth_ros.ros.node", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "e2e_depth_ros.node", "--help"],
                           capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, HF_HUB_OFFLINE="0"))
     elapsed = time.monotonic() - start
@@ -147,3 +147,25 @@ def test_second_ctrl_c_while_a_frame_is_in_flight_exits_0_with_one_line(tiny_dep
     after = [line for line in out.split("ready: depth=", 1)[1].splitlines()[1:]
              if not line.startswith("[INFO]")]  # e.g. input QoS following the publishers
     assert after == ["[e2e_depth_node] interrupted: shutting down"], out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["-p", f"cameras:=[{'c' * 240}]"], "is not a usable ROS topic name: topic length"),
+    (["-p", "cameras:=[front]", "-p", "front.image_topic:=bad topic!"],
+     "camera front's image input 'bad topic!' is not a usable ROS topic name"),
+    (["-p", "cameras:=[front]", "-p", "front.camera_info_topic:=/diagnostics"],
+     "camera front's camera_info input '/diagnostics' resolves to /diagnostics, which this "
+     "node publishes"),
+    (["-p", "cameras:=[a, a/depth]"], "camera a/depth's camera_info input "
+     "'a/depth/camera_info' resolves to /a/depth/camera_info, which this node publishes"),
+    (["-r", "image:=depth/image"], "image input 'image' resolves to /depth/image, which this "
+     "node publishes (depth/image): it would read its own output"),
+], ids=["long-camera-name", "invalid-topic", "diagnostics-as-input", "camera-under-camera",
+        "remapped-onto-output"])
+def test_an_input_topic_that_cannot_work_is_one_fatal_line_and_exit_1(args, match):
+    node = NodeProcess("--ros-args", *args, "-p", "depth_model:=/nonexistent/model")
+    code, out = node.finish(timeout=60)
+    assert code == 1, out
+    assert "Traceback" not in out
+    lines = out.splitlines()
+    assert len(lines) == 1 and "[FATAL]" in lines[0] and match in lines[0], out

@@ -15,6 +15,42 @@ from e2e_depth_ros.ros.sync import stamp_to_ns
 IMAGE_DEPTH, SENSOR_DEPTH = 1, 5
 
 
+def input_topics(topics: dict[str, str], *, compressed: bool) -> dict[str, str]:
+    """Input name (image, camera_info, lidar) -> topic, from a camera's configured topics
+    ({} keeps image, camera_info, points_lidar); a compressed image is ``<image>/compressed``.
+    """
+    image = topics.get("image", "image")
+    return {"camera_info": topics.get("camera_info", "camera_info"),
+            "lidar": topics.get("points_lidar", "points_lidar"),
+            "image": f"{image}/compressed" if compressed else image}
+
+
+def _resolved(node: Any, what: str, topic: str) -> str:
+    """The topic's full name after the namespace and remapping, or ValueError saying why."""
+    try:
+        return node.resolve_topic_name(topic)
+    except Exception as err:  # noqa: BLE001 - rclpy raises RCLError or its own exception
+        reason = str(err).split(", at ")[0].removeprefix("failed to resolve name: ")
+        raise ValueError(f"{what} {topic!r} is not a usable ROS topic name: {reason}") from None
+
+
+def check_topics(node: Any, inputs: dict[str, str], outputs: Iterable[str]) -> None:
+    """Refuse, before anything subscribes, an input that is no valid topic or that is one of
+    the node's own outputs: the node would read back its own depth (``cameras:=[a, a/depth]``,
+    ``-r image:=depth/image``) or its diagnostics, and count every frame as bad input.
+
+    ``inputs``: a label for the log ("front.image_topic") -> topic; ``outputs``: topics.
+    Raises ValueError with the reason (main turns it into one FATAL line).
+    """
+    published = {_resolved(node, "output", topic): topic for topic in outputs}
+    for what, topic in inputs.items():
+        full = _resolved(node, what, topic)
+        if full in published:
+            raise ValueError(f"{what} {topic!r} resolves to {full}, which this node "
+                             f"publishes ({published[full]}): it would read its own output; "
+                             "point it at the camera's topic")
+
+
 def subscribe_camera(node: Any, stream: Stream, topics: dict[str, str], *, mode: str,
                      compressed: bool, on_image: Callable[[Any], None]
                      ) -> dict[str, MatchedSubscription]:
@@ -25,20 +61,18 @@ def subscribe_camera(node: Any, stream: Stream, topics: dict[str, str], *, mode:
     wakes the worker (else that frame has no camera_info: no cloud, no depth/image).
     ``topics``: relative input name -> topic ({} keeps image, camera_info, points_lidar).
     """
-    image = topics.get("image", "image")
-    image_type, image_topic = ((CompressedImage, f"{image}/compressed") if compressed
-                               else (Image, image))
+    names = input_topics(topics, compressed=compressed)
     return {  # creation order, kept by follow_publishers
         "camera_info": MatchedSubscription(
-            node, CameraInfo, topics.get("camera_info", "camera_info"),
+            node, CameraInfo, names["camera_info"],
             lambda msg: stream.camera_infos.add(stamp_to_ns(msg.header.stamp), msg),
             mode=mode, depth=SENSOR_DEPTH),
         "lidar": MatchedSubscription(
-            node, PointCloud2, topics.get("points_lidar", "points_lidar"),
+            node, PointCloud2, names["lidar"],
             lambda msg: stream.clouds.add(stamp_to_ns(msg.header.stamp), msg),
             mode=mode, depth=SENSOR_DEPTH),
-        "image": MatchedSubscription(node, image_type, image_topic, on_image, mode=mode,
-                                     depth=IMAGE_DEPTH),
+        "image": MatchedSubscription(node, CompressedImage if compressed else Image,
+                                     names["image"], on_image, mode=mode, depth=IMAGE_DEPTH),
     }
 
 
