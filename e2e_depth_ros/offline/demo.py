@@ -672,7 +672,9 @@ def evaluate_recording(recording: Path, topics: BagTopics, counts: dict[str, int
                        out: Path) -> list[Any]:
     """Score the recorded relative depth (LiDAR scale recovered as the node does), and the
     node's own metric depth/image when it published any. Returns the EvalResults."""
-    from e2e_depth_ros.offline.evaluate import EvalOptions, EvalTopics, evaluate_bag, summary_lines
+    from e2e_depth_ros.offline.eval_types import EvalOptions, EvalTopics
+    from e2e_depth_ros.offline.evaluate import evaluate_bag
+    from e2e_depth_ros.offline.report import summary_lines
 
     if topics.gt_depth is None:
         say("[5/5] no ground-truth depth topic: evaluation skipped")
