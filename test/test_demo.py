@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from e2e_depth_ros.offline import demo
-from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS, default_extrinsic, matrix_to_quaternion
+from e2e_depth_ros.offline.scenes import matrix_to_quaternion
+from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS, default_extrinsic
 
 # conftest's domain D is in 1..100; D + 50 (mod 100) is too, and never D: no cross-talk
 # between the demo's DDS participants and the in-process node tests'.

@@ -852,7 +852,7 @@ def node_settings(args: argparse.Namespace, out: Path, bag: Path, topics: BagTop
         if topics.lidar:
             say(f"no /tf_static path from the LiDAR to the camera in {bag}: no metric depth")
         return settings
-    from e2e_depth_ros.offline.synthetic import matrix_to_quaternion
+    from e2e_depth_ros.offline.scenes import matrix_to_quaternion
 
     translation = tuple(float(v) for v in extrinsic.translation)
     quaternion = matrix_to_quaternion(extrinsic.rotation)
