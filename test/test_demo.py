@@ -9,7 +9,9 @@ import threading
 import pytest
 
 from e2e_depth_ros.offline import demo
-from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS, default_extrinsic, matrix_to_quaternion
+from e2e_depth_ros.offline.recording import Recording
+from e2e_depth_ros.offline.scenes import matrix_to_quaternion
+from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS, default_extrinsic
 
 # conftest's domain D is in 1..100; D + 50 (mod 100) is too, and never D: no cross-talk
 # between the demo's DDS participants and the in-process node tests'.
@@ -121,8 +123,11 @@ def test_tiny_with_an_explicit_model_is_refused_in_one_line(capsys):
 
 
 def test_a_split_depth_image_and_camera_info_pair_is_found_by_stamp():
-    peer = object.__new__(demo.DemoPeer)  # its pair bookkeeping only, without DDS
+    from e2e_depth_ros.ros.bag_player import ReplayPeer
+
+    peer = object.__new__(ReplayPeer)  # its pair bookkeeping only, without DDS
     peer._cond = threading.Condition()
+    peer.pair = tuple(f"{demo.NAMESPACE}/{name}" for name in demo.PAIRED)
     peer._seen = {f"{demo.NAMESPACE}/depth/image": {1, 2, 3},
                   f"{demo.NAMESPACE}/depth/camera_info": {1, 3, 4}}
     assert peer.unpaired() == [2, 4]
@@ -138,7 +143,7 @@ def test_recording_copies_messages_of_a_bare_mcap_file(tmp_path):
 
     bare = next(write_sample_bag(tmp_path / "bag", n_frames=2, width=32, height=24)
                 .glob("*.mcap"))
-    recording = demo.Recording(tmp_path / "recording")
+    recording = Recording(tmp_path / "recording")
     with Reader(bare) as reader:  # no metadata.yaml: the connections carry no type hash
         assert not any(c.digest for c in reader.connections)
         for conn, bag_time, raw in reader.messages():
@@ -174,3 +179,31 @@ def test_an_earlier_demo_output_carrying_its_marker_is_replaced(tmp_path):
     (earlier / "old.mcap").write_bytes(b"old")
     assert demo._fresh(earlier) == earlier and not earlier.exists()
     assert demo._fresh(earlier) == earlier  # nothing there: nothing to do
+
+
+@pytest.mark.parametrize("module", ["offline.demo", "offline.node_process", "offline.recording",
+                                    "ros.bag_player"])
+def test_importing_the_demo_and_its_player_loads_no_rclpy(module):
+    code = (f"import sys, e2e_depth_ros.{module}\n"
+            "heavy = [m for m in ('rclpy', 'torch', 'rosbags') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_the_lidar_extrinsic_of_a_given_bag_comes_from_its_tf_static(bare, tmp_path):
+    import numpy as np
+
+    from e2e_depth_ros.offline.synthetic import write_sample_bag
+
+    bag = write_sample_bag(tmp_path / "bag", n_frames=2, width=32, height=24)
+    if bare:  # a lone .mcap file, no metadata.yaml
+        bag = next(bag.glob("*.mcap"))
+    d = DEFAULT_TOPICS
+    topics = demo.BagTopics(d["image"], d["camera_info"], d["points_lidar"], d["depth_gt"],
+                            d["normals_gt"])
+    frame, extrinsic = demo.lidar_extrinsic(bag, topics, sample=False)
+    assert frame == "lidar"
+    np.testing.assert_allclose(extrinsic.rotation, default_extrinsic().rotation, atol=1e-9)
+    np.testing.assert_allclose(extrinsic.translation, default_extrinsic().translation,
+                               atol=1e-9)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from e2e_depth_ros.offline import evaluate
+from e2e_depth_ros.offline.eval_messages import gt_depth_meters
+from e2e_depth_ros.offline.eval_types import SKIP_REASONS, EvalOptions, EvalTopics
 from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS, write_sample_bag
 from e2e_depth_ros.offline.tf_static import StaticTransforms
 
@@ -91,7 +93,7 @@ class GroundTruthDepth:
 
         self.inner = inner
         msgs = _read_bag(bag)
-        gt = {_stamp(m.header): evaluate.gt_depth_meters(m)
+        gt = {_stamp(m.header): gt_depth_meters(m)
               for m in msgs[DEFAULT_TOPICS["depth_gt"]]}
         self.depth = {}
         for msg in msgs[DEFAULT_TOPICS["image"]]:
@@ -139,7 +141,7 @@ def test_model_run_scores_writes_node_outputs_with_input_headers_and_a_report(
     assert all(math.isfinite(v) for v in metrics["normals"].values())
     assert 0 <= metrics["normals"]["a11"] <= metrics["normals"]["a22"] \
         <= metrics["normals"]["a30"] <= 1
-    assert set(metrics["skipped"]) == set(evaluate.SKIP_REASONS)
+    assert set(metrics["skipped"]) == set(SKIP_REASONS)
     assert sum(metrics["skipped"].values()) == 0
     frame_keys = {"stamp", "abs_rel", "delta1", "lidar_abs_rel", "lidar_delta1", "scale",
                   "shift", "best_scale", "best_shift", "inliers", "scale_status"}
@@ -208,7 +210,7 @@ def _signed_errors(metric_msgs, gt_msgs):
     """(metric - GT) / GT over the pixels where both are valid, all frames pooled."""
     from e2e_depth_ros.ros.messages import image_to_array
 
-    gt = {_stamp(m.header): evaluate.gt_depth_meters(m) for m in gt_msgs}
+    gt = {_stamp(m.header): gt_depth_meters(m) for m in gt_msgs}
     errors = []
     for msg in metric_msgs:
         metric, truth = image_to_array(msg), gt[_stamp(msg.header)]
@@ -220,7 +222,7 @@ def _signed_errors(metric_msgs, gt_msgs):
 def _recorded_signed_errors(per_frame, bag, *, scale, shift):
     """(metric - GT) / GT of each frame's published metric depth, ``frame.scale * relative +
     frame.shift``, where the recorded relative depth is (GT - shift) / scale."""
-    gt = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: evaluate.gt_depth_meters(m)
+    gt = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: gt_depth_meters(m)
           for m in _read_bag(bag)[DEFAULT_TOPICS["depth_gt"]]}
     errors = []
     for frame in per_frame:
@@ -265,12 +267,12 @@ def _pred_bag(src, dst, scale, shift, *, topic="/pred/depth"):
 def test_recorded_affine_prediction_scores_zero_error_and_lidar_recovers_the_map(
         bags, tmp_path):
     bag = _pred_bag(bags["mcap"], tmp_path / "pred_bag", scale=2.5, shift=0.7)
-    topics = evaluate.EvalTopics(
+    topics = EvalTopics(
         image=DEFAULT_TOPICS["image"], camera_info=DEFAULT_TOPICS["camera_info"],
         gt_depth=DEFAULT_TOPICS["depth_gt"], lidar=DEFAULT_TOPICS["points_lidar"],
         pred="/pred/depth")
     result = evaluate.evaluate_bag(bag, topics, out_dir=tmp_path / "eval",
-                                   options=evaluate.EvalOptions(progress=False))
+                                   options=EvalOptions(progress=False))
     assert result.mode == "recorded-relative"
     assert result.frames == N_FRAMES - 2
     assert result.skipped["undecodable_image"] == 1 and result.skipped["no_gt_match"] == 1
@@ -298,12 +300,12 @@ def test_recorded_affine_prediction_scores_zero_error_and_lidar_recovers_the_map
 def test_recorded_metric_depth_is_scored_as_is(bags, tmp_path):
     bag = _pred_bag(bags["mcap"], tmp_path / "pred_bag", scale=1.0, shift=0.0,
                     topic="/robot/depth/image")
-    topics = evaluate.EvalTopics(
+    topics = EvalTopics(
         image=DEFAULT_TOPICS["image"], camera_info=DEFAULT_TOPICS["camera_info"],
         gt_depth=DEFAULT_TOPICS["depth_gt"], pred="/robot/depth/image")
     result = evaluate.evaluate_bag(bag, topics, out_dir=tmp_path / "eval",
-                                   options=evaluate.EvalOptions(progress=False,
-                                                                write_report=False))
+                                   options=EvalOptions(progress=False,
+                                                       write_report=False))
     assert result.mode == "recorded-metric"
     assert result.depth_lidar_aligned.abs_rel < 1e-6
     assert result.depth_lidar_aligned.delta1 == 1.0
@@ -406,7 +408,9 @@ def test_console_entry_prints_no_traceback_on_a_corrupt_bag(bags, tmp_path):
     assert proc.stderr.startswith("evaluate: error: ") and proc.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("module", ["offline.evaluate", "offline.bag_io", "offline.report"])
+@pytest.mark.parametrize("module", ["offline.evaluate", "offline.bag_io", "offline.report",
+                                    "offline.eval_types", "offline.frame_plan",
+                                    "offline.frame_eval", "offline.eval_messages"])
 def test_import_and_help_stay_light(module):
     code = (f"import sys, e2e_depth_ros.{module} as e\n"
             "heavy = [m for m in ('torch', 'rosbags', 'matplotlib', 'cv2', 'rclpy') "
@@ -459,14 +463,14 @@ def _image(array, encoding):
 
 def test_gt_depth_16uc1_is_millimeters_with_zero_invalid_and_32fc1_is_meters():
     mm = np.array([[0, 1500, 65535]], dtype=np.uint16)
-    np.testing.assert_array_equal(evaluate.gt_depth_meters(_image(mm, "16UC1")),
+    np.testing.assert_array_equal(gt_depth_meters(_image(mm, "16UC1")),
                                   np.array([[np.nan, 1.5, 65.535]], dtype=np.float32))
     meters = np.array([[np.inf, 2.25, np.nan]], dtype=np.float32)
-    np.testing.assert_array_equal(evaluate.gt_depth_meters(_image(meters, "32FC1")), meters)
+    np.testing.assert_array_equal(gt_depth_meters(_image(meters, "32FC1")), meters)
     from e2e_depth_ros.errors import MessageError
 
     with pytest.raises(MessageError, match="16UC1 .* or 32FC1 .*got mono8"):
-        evaluate.gt_depth_meters(_image(np.zeros((2, 2), np.uint8), "mono8"))
+        gt_depth_meters(_image(np.zeros((2, 2), np.uint8), "mono8"))
 
 
 # --------------------------------------------------------------------------- bare files, output
@@ -585,9 +589,9 @@ def test_no_scorable_frame_after_the_run_leaves_no_files(bags, tmp_path):
         return replace(msg, data=np.full(WIDTH * HEIGHT, 0.5, "<f4").view(np.uint8))
 
     constant = _rewrite_bag(bag, tmp_path / "constant", flat)
-    topics = evaluate.EvalTopics(image=DEFAULT_TOPICS["image"],
-                                 camera_info=DEFAULT_TOPICS["camera_info"],
-                                 gt_depth=DEFAULT_TOPICS["depth_gt"], pred="/pred/depth")
+    topics = EvalTopics(image=DEFAULT_TOPICS["image"],
+                        camera_info=DEFAULT_TOPICS["camera_info"],
+                        gt_depth=DEFAULT_TOPICS["depth_gt"], pred="/pred/depth")
     out = tmp_path / "existing"
     out.mkdir()
     from e2e_depth_ros.errors import BagError
@@ -595,5 +599,5 @@ def test_no_scorable_frame_after_the_run_leaves_no_files(bags, tmp_path):
     with pytest.raises(BagError, match="no frame could be scored:.*prediction constant.*"
                        "nothing written"):
         evaluate.evaluate_bag(constant, topics, out_dir=out,
-                              options=evaluate.EvalOptions(progress=False))
+                              options=EvalOptions(progress=False))
     assert list(out.iterdir()) == []

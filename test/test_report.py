@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from e2e_depth_ros.offline import report
-from e2e_depth_ros.offline.evaluate import EvalResult, FrameScore
+from e2e_depth_ros.offline.eval_types import EvalResult, FrameScore
 from e2e_depth_ros.core.metrics import DepthMetrics
 
 T0 = 1_700_000_000.0  # the bag's first image stamp (s)

@@ -9,11 +9,11 @@ import pytest
 from e2e_depth_ros.core.geometry import (PinholeCamera, project_points, quaternion_to_matrix,
                                          unproject_depth)
 from e2e_depth_ros.ros.messages import image_to_array, pointcloud_to_xyz
+from e2e_depth_ros.offline.scenes import (LidarConfig, Plane, Scene, Sphere, camera_pose,
+                                          matrix_to_quaternion, render_frame, rotation_rpy)
 from e2e_depth_ros.offline.synthetic import (CAMERA_FRAME, DEFAULT_TOPICS, LIDAR_FRAME,
-                                             LidarConfig, Plane, Scene, Sphere, camera_pose,
                                              default_extrinsic, lidar_in_camera, main,
-                                             make_sequence, matrix_to_quaternion, render_frame,
-                                             rotation_rpy, write_sample_bag)
+                                             make_sequence, write_sample_bag)
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=31.2, cy=24.7)
 
@@ -106,7 +106,7 @@ def test_extrinsic_quaternion_matches_its_rotation():
 
 
 def test_synthetic_module_imports_without_rosbags_rclpy_or_torch():
-    code = ("import sys, e2e_depth_ros.offline.synthetic; "
+    code = ("import sys, e2e_depth_ros.offline.synthetic, e2e_depth_ros.offline.scenes; "
             "bad = {'torch', 'rclpy', 'rosbags'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from e2e_depth_ros.errors import BagError
 
 if TYPE_CHECKING:
-    from e2e_depth_ros.offline.evaluate import EvalTopics
+    from e2e_depth_ros.offline.eval_types import EvalTopics
     from e2e_depth_ros.core.processing import FrameResult
 
 IMAGE = "sensor_msgs/msg/Image"

@@ -17,6 +17,9 @@
 5. scores the recording with ``evaluate.evaluate_bag`` into DIR/evaluation and prints the
    table and the node's last /diagnostics summary.
 
+The node child process lives in ``node_process``, the recording in ``recording``, and the
+live rclpy part (the player/recorder peer) in ``e2e_depth_ros.ros.bag_player``, imported
+inside ``run`` only, so importing this module never loads rclpy.
 No ROS install is needed (rclpy from wheels, rosbags for bags). DDS discovery stays on the
 machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID (the environment's, or
 a random one that is printed) are set for this process and the node. Expected failures print
@@ -31,22 +34,21 @@ import math
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2e_depth_ros.offline.cli import OneLineParser  # standard library only
+from e2e_depth_ros.offline.node_process import (NAMESPACE, NODE_NAME, BagTopics, NodeProcess,
+                                                NodeSettings, node_command, startup_failure)
+from e2e_depth_ros.offline.recording import Recording
 from e2e_depth_ros.ros.outputs import RECORDED  # standard library only: --help stays instant
 
+if TYPE_CHECKING:  # the live part (rclpy) is imported inside run(), never at import
+    from e2e_depth_ros.ros.bag_player import ReplayedFrame, ReplayPeer
+
 PROG = "demo"
-NAMESPACE = "/e2e_depth"
-NODE_NAME = "e2e_depth_node"  # node.NODE_NAME; not imported, so --help stays instant
 PAIR_TIMEOUT_S = 5.0  # for a depth/camera_info to follow its depth/image
 GPU_RESOLUTION = 768  # the paper's processing resolution
 CPU_RESOLUTION = 256  # ~9x fewer pixels: seconds, not minutes, per frame on a CPU
@@ -60,53 +62,6 @@ TINY_NOTE = ("TINY RANDOM-WEIGHT checkpoints: the pipeline runs for real, but th
 
 class DemoError(Exception):
     """An expected failure; ``main`` prints it as one line and exits with code 2."""
-
-
-@dataclass(frozen=True)
-class BagTopics:
-    """Topic names of the replayed bag (the sample bag's by default); None = absent."""
-
-    image: str
-    camera_info: str
-    lidar: str | None
-    gt_depth: str | None
-    gt_normals: str | None
-    tf_static: str = "/tf_static"
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        """What the node subscribes to, in the order a frame is published (image last)."""
-        return tuple(t for t in (self.camera_info, self.lidar, self.image) if t)
-
-    @property
-    def copied(self) -> tuple[str, ...]:
-        """Everything copied into the recording, so it is self-contained."""
-        return tuple(t for t in (self.image, self.camera_info, self.lidar, self.gt_depth,
-                                 self.gt_normals, self.tf_static) if t)
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    """What the node child process is started with."""
-
-    depth_model: str
-    normals_model: str | None
-    device: str
-    resolution: int
-    compressed: bool = False  # the bag's image topic is sensor_msgs/CompressedImage
-    lidar_frame: str | None = None
-    translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    quaternion_xyzw: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
-    fixed_scale: float = 0.0  # > 0: metric depth from this map instead of the LiDAR fit
-    fixed_shift: float = 0.0
-
-
-@dataclass
-class FrameResult:
-    """One replayed image: its header stamp and the publish -> depth/relative round trip."""
-
-    stamp_ns: int
-    round_trip: float | None  # s; None when no output came within the timeout
 
 
 def say(text: str) -> None:
@@ -213,21 +168,22 @@ def lidar_extrinsic(bag: Path, topics: BagTopics, sample: bool
         return None, None
     if sample:
         return LIDAR_FRAME, default_extrinsic()
-    from rosbags.rosbag2 import Reader
-    from rosbags.typesys import Stores, get_typestore
-
+    from e2e_depth_ros.offline.bag_io import open_reader
     from e2e_depth_ros.offline.tf_static import StaticTransforms
 
-    store, tree, frames = get_typestore(Stores.ROS2_KILTED), StaticTransforms(), {}
-    with Reader(bag) as reader:
+    tree, frames = StaticTransforms(), {}
+    reader = open_reader(bag)  # rosbags' AnyReader: each message by the bag's own definition
+    try:
         wanted = [c for c in reader.connections
                   if c.topic in (topics.image, topics.lidar, topics.tf_static)]
         for conn, _, raw in reader.messages(connections=wanted):
-            msg = store.deserialize_cdr(raw, conn.msgtype)
+            msg = reader.deserialize(raw, conn.msgtype)
             if conn.topic == topics.tf_static:
                 tree.add_message(msg)
             else:
                 frames.setdefault(conn.topic, msg.header.frame_id)
+    finally:
+        reader.close()
     image_frame, lidar_frame = frames.get(topics.image), frames.get(topics.lidar)
     if image_frame is None or lidar_frame is None:
         return None, None
@@ -255,317 +211,15 @@ def prepare_models(args: argparse.Namespace, out: Path) -> tuple[str, str | None
     return folders["depth"], folders["normals"]
 
 
-# ----------------------------------------------------------------------- the node process
-
-def _float_list(values) -> str:
-    """A YAML list of doubles; fixed notation, so rcl never reads an int or a string."""
-    return "[" + ", ".join(f"{float(v):.12f}" for v in values) + "]"
-
-
-def node_command(settings: NodeSettings, topics: BagTopics) -> list[str]:
-    """``python -m e2e_depth_ros.ros.node --ros-args ...`` in NAMESPACE, inputs remapped."""
-    params = {
-        "depth_model": settings.depth_model,
-        "normals_model": settings.normals_model or '""',
-        "device": settings.device,
-        "processing_resolution": str(settings.resolution),
-        "use_compressed": "true" if settings.compressed else "false",
-    }
-    if settings.fixed_scale > 0:
-        params.update(fixed_scale=f"{settings.fixed_scale:.12f}",
-                      fixed_shift=f"{settings.fixed_shift:.12f}")
-    if settings.lidar_frame:
-        params.update(lidar_extrinsic_frame=settings.lidar_frame,
-                      lidar_extrinsic_translation=_float_list(settings.translation),
-                      lidar_extrinsic_rotation=_float_list(settings.quaternion_xyzw))
-    image = "image/compressed" if settings.compressed else "image"
-    remaps = {"__ns": NAMESPACE, image: topics.image, "camera_info": topics.camera_info}
-    if topics.lidar:
-        remaps["points_lidar"] = topics.lidar
-    argv = [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args"]
-    for name, value in params.items():
-        argv += ["-p", f"{name}:={value}"]
-    for name, value in remaps.items():
-        argv += ["-r", f"{name}:={value}"]
-    return argv
-
-
-class NodeProcess:
-    """The node as a child process; its output goes to a log file the errors point to."""
-
-    def __init__(self, argv: list[str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=dict(os.environ))
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def cannot_start_reason(self) -> str:
-        """The node's ``cannot start: ...`` line (it prints exactly one), else the log tail."""
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        for line in lines:
-            if "cannot start:" in line:
-                return line.split("cannot start:", 1)[1].strip()
-        tail = [line for line in lines if line.strip()][-1:]
-        return tail[0] if tail else f"exit code {self.proc.returncode}"
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGINT (rclpy shuts down cleanly), then wait, then kill."""
-        try:
-            if self.running():
-                self.proc.send_signal(signal.SIGINT)
-                try:
-                    self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=timeout)
-            return self.proc.returncode
-        finally:
-            self._log.close()
-
-
-def _is_hub_id(model: str | None) -> bool:
-    """``owner/name`` that is not a folder here: the estimator downloads those."""
-    return bool(model) and model.count("/") == 1 and not model.startswith((".", "/", "~")) \
-        and not os.path.isdir(model)
-
-
-def startup_failure(node: NodeProcess, settings: NodeSettings) -> DemoError:
-    """One sentence saying what failed and what to run instead."""
-    reason = node.cannot_start_reason()
-    hub = [m for m in (settings.depth_model, settings.normals_model) if _is_hub_id(m)]
-    if hub and ("Hub" in reason or "hub" in reason):
-        return DemoError(
-            f"the published models ({', '.join(hub)}) could not be loaded (no network or hub "
-            "access?); run the demo with local checkpoint folders (`bash run.sh demo "
-            "--depth-model DIR --normals-model DIR`) or with tiny random-weight ones "
-            f"(`bash run.sh demo --tiny`: meaningless weights; node log: {node.log_path})")
-    return DemoError(f"the node could not start: {reason} (node log: {node.log_path})")
-
-
-# ----------------------------------------------------------------------- recording
-
-class Recording:
-    """An MCAP rosbag2 written from two threads: replayed inputs and received outputs.
-
-    Bag time is the header stamp for outputs and the source bag time for copies, so the
-    recording replays in sync. rosbags' MCAP reader merges chunks by time, so outputs that
-    arrive after the next frame's inputs still read back in order.
-    """
-
-    def __init__(self, path: Path) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-        from rosbags.typesys import Stores, get_typestore
-
-        self.path = path
-        self.counts: dict[str, int] = {}
-        self._typestore = get_typestore(Stores.ROS2_KILTED)  # the rclpy wheels' distro
-        self._writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
-        self._connections: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def add_output(self, topic: str, msgtype: str) -> None:
-        """Register an output topic up front, so the recording lists it even when empty."""
-        with self._lock:
-            self._connections[topic] = self._writer.add_connection(
-                topic, msgtype, typestore=self._typestore)
-            self.counts[topic] = 0
-
-    def copy(self, conn: Any, bag_time: int, raw: bytes) -> None:
-        """A source-bag message as it is: same bytes, definition, QoS and bag time."""
-        with self._lock:
-            if conn.topic not in self._connections:
-                from e2e_depth_ros.offline.bag_io import definition_hash
-
-                digest = definition_hash(conn)  # a bare .mcap carries none
-                definition = dict(msgdef=conn.msgdef.data, rihs01=digest) if digest \
-                    else dict(typestore=self._typestore)
-                self._connections[conn.topic] = self._writer.add_connection(
-                    conn.topic, conn.msgtype, **definition,
-                    offered_qos_profiles=conn.ext.offered_qos_profiles)
-                self.counts[conn.topic] = 0
-            self._write(conn.topic, bag_time, raw)
-
-    def write(self, topic: str, stamp_ns: int, raw: bytes) -> None:
-        with self._lock:
-            self._write(topic, stamp_ns, raw)
-
-    def _write(self, topic: str, bag_time: int, raw: bytes) -> None:
-        if self._writer is not None:  # outputs that straggle in after close are dropped
-            self._writer.write(self._connections[topic], bag_time, raw)
-            self.counts[topic] += 1
-
-    def close(self) -> None:
-        with self._lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-
-
-# ----------------------------------------------------------------------- the rclpy peer
-
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-
-def _message_classes() -> dict[str, type]:
-    """ROS type name -> rclpy class for what the demo publishes or records."""
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-
-    classes = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
-               "sensor_msgs/msg/CompressedImage": CompressedImage,
-               "sensor_msgs/msg/PointCloud2": PointCloud2}
-    try:  # only a ROS install has tf2_msgs; the node does not need /tf_static here
-        from tf2_msgs.msg import TFMessage
-        classes["tf2_msgs/msg/TFMessage"] = TFMessage
-    except ImportError:
-        pass
-    return classes
-
-
-class DemoPeer:
-    """A player (bag inputs, original headers) and a recorder (node outputs) in one node."""
-
-    def __init__(self, recording: Recording, input_types: dict[str, str],
-                 tf_static: str, *, normals: bool) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-
-        self.recording = recording
-        self.normals = normals
-        self.node = Node("e2e_depth_demo")
-        classes = _message_classes()
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        # Recorder readers keep a deep history: the executor also writes the bag, and a
-        # keep-last reader that is not taken from in time drops the oldest sample.
-        recorder = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.publishers = {}
-        for topic, msgtype in input_types.items():
-            if msgtype in classes:
-                self.publishers[topic] = (self.node.create_publisher(
-                    classes[msgtype], topic, latched if topic == tf_static else reliable),
-                    classes[msgtype])
-        self.subscriptions = {}
-        for name, msgtype in OUTPUTS.items():
-            topic = f"{NAMESPACE}/{name}"
-            recording.add_output(topic, msgtype)
-            self.subscriptions[topic] = self.node.create_subscription(
-                classes[msgtype], topic, self._recorder(topic), recorder)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
-                                      10)
-        self.diagnostics: dict[str, str] = {}
-        self.diagnostics_count = 0
-        self._seen: dict[str, set[int]] = {t: set() for t in self.subscriptions}
-        self._cond = threading.Condition()
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
-
-    def _recorder(self, topic: str) -> Callable[[Any], None]:
-        from rclpy.serialization import serialize_message
-
-        def record(msg: Any) -> None:
-            stamp = _stamp_ns(msg)
-            self.recording.write(topic, stamp, serialize_message(msg))
-            with self._cond:
-                self._seen[topic].add(stamp)
-                self._cond.notify_all()
-        return record
-
-    def _on_diagnostics(self, msg: Any) -> None:
-        for status in msg.status:
-            if status.name == f"{NAMESPACE}/{NODE_NAME}: depth":
-                with self._cond:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
-                    self.diagnostics["_message"] = status.message
-                    self.diagnostics_count += 1
-                    self._cond.notify_all()
-
-    def connected(self, inputs: tuple[str, ...]) -> bool:
-        """The node's subscriptions see our inputs and its publishers our recorder."""
-        return (all(self.publishers[t][0].get_subscription_count() > 0 for t in inputs
-                    if t in self.publishers)
-                and all(s.get_publisher_count() > 0 for s in self.subscriptions.values()))
-
-    def publish(self, topic: str, raw: bytes) -> Any | None:
-        """Deserialize the bag's CDR bytes into the rclpy class and publish; the message."""
-        from rclpy.serialization import deserialize_message
-
-        if topic not in self.publishers:
-            return None
-        publisher, cls = self.publishers[topic]
-        msg = deserialize_message(raw, cls)
-        publisher.publish(msg)
-        return msg
-
-    def seen(self, topic: str) -> set[int]:
-        """Header stamps (ns) received so far on an output topic."""
-        with self._cond:
-            return set(self._seen[topic])
-
-    def wait_outputs(self, stamp_ns: int, timeout: float, alive: Callable[[], bool]) -> bool:
-        """Until depth/relative (and normals/image when enabled) of this stamp arrived."""
-        wanted = [f"{NAMESPACE}/depth/relative"]
-        if self.normals:
-            wanted.append(f"{NAMESPACE}/normals/image")
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not all(stamp_ns in self._seen[t] for t in wanted):
-                left = deadline - time.monotonic()
-                if left <= 0 or not alive():
-                    return False
-                self._cond.wait(min(left, 0.5))
-        return True
-
-    def unpaired(self) -> list[int]:
-        """Stamps (ns) received on only one of depth/image and depth/camera_info."""
-        with self._cond:
-            return self._unpaired()
-
-    def _unpaired(self) -> list[int]:
-        image, info = (self._seen[f"{NAMESPACE}/{name}"] for name in PAIRED)
-        return sorted(image ^ info)
-
-    def wait_pairs(self, timeout: float) -> list[int]:
-        """Until every depth/image received has its depth/camera_info and back (the node
-        publishes them together; the second may still be in flight); the stamps left."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._unpaired():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, 0.5))
-            return self._unpaired()
-
-    def wait_diagnostics(self, after: int, timeout: float) -> None:
-        """Until a /diagnostics newer than count ``after`` (the node publishes at 1 Hz)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.diagnostics_count > after, timeout)
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        self._thread.join(timeout=2.0)
-
-
 # ----------------------------------------------------------------------- replay
 
-def wait_ready(peer: DemoPeer, node: NodeProcess, settings: NodeSettings,
+def wait_ready(peer: ReplayPeer, node: NodeProcess, settings: NodeSettings,
                topics: BagTopics, timeout: float) -> float:
     """Seconds until discovery shows the node's topics; it creates them after model load."""
     start = last_note = time.monotonic()
     while not peer.connected(topics.inputs):
         if not node.running():
-            raise startup_failure(node, settings)
+            raise DemoError(startup_failure(node, settings))
         now = time.monotonic()
         if now - start > timeout:
             raise DemoError(f"the node did not come up within {timeout:.0f} s (still loading "
@@ -579,100 +233,15 @@ def wait_ready(peer: DemoPeer, node: NodeProcess, settings: NodeSettings,
     return time.monotonic() - start
 
 
-class Player:
-    """Publishes a bag frame by frame; the image goes last, after its camera_info/LiDAR."""
-
-    def __init__(self, peer: DemoPeer, node: NodeProcess, recording: Recording,
-                 topics: BagTopics, args: argparse.Namespace) -> None:
-        self.peer, self.node, self.recording, self.topics = peer, node, recording, topics
-        self.rate: float | None = args.rate
-        self.frame_timeout: float = args.frame_timeout
-        self.results: list[FrameResult] = []
-        self._clock: tuple[float, int] | None = None  # (wall start, first bag time)
-
-    def _pace(self, bag_time: int) -> None:
-        """Real-time replay (``--rate``): sleep until this message's time comes."""
-        if self.rate is None:
-            return
-        if self._clock is None:
-            self._clock = (time.monotonic(), bag_time)
-        wall, first = self._clock
-        delay = wall + (bag_time - first) * 1e-9 / self.rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-
-    def run(self, reader: Any) -> list[FrameResult]:
-        """Copy every wanted message into the recording and publish the node's inputs."""
-        wanted = [c for c in reader.connections if c.topic in self.topics.copied]
-        pending: tuple[int, bytes] | None = None
-        for conn, bag_time, raw in reader.messages(connections=wanted):
-            if pending is not None and bag_time > pending[0]:
-                self._send_image(*pending)
-                pending = None
-            self.recording.copy(conn, bag_time, raw)
-            if conn.topic == self.topics.image:
-                pending = (bag_time, raw)
-            elif conn.topic in (*self.topics.inputs, self.topics.tf_static):
-                self._pace(bag_time)
-                self.peer.publish(conn.topic, raw)
-        if pending is not None:
-            self._send_image(*pending)
-        if self.rate is not None and self.results:
-            self._wait_last()
-        time.sleep(0.5)  # the last frame's metric outputs follow its depth/relative
-        split = self.peer.wait_pairs(PAIR_TIMEOUT_S)
-        if split:
-            say(f"  warning: {len(split)} stamp(s) have only one of {' and '.join(PAIRED)} "
-                f"in the recording: {', '.join(f'{s * 1e-9:.3f}' for s in split)}")
-        return self.results
-
-    def _send_image(self, bag_time: int, raw: bytes) -> None:
-        self._pace(bag_time)
-        if self.rate is None:
-            time.sleep(0.05)  # camera_info and LiDAR reach the node before the image
-        sent = time.monotonic()
-        msg = self.peer.publish(self.topics.image, raw)
-        result = FrameResult(_stamp_ns(msg), None)
-        self.results.append(result)
-        if self.rate is None:
-            if self.peer.wait_outputs(result.stamp_ns, self.frame_timeout, self.node.running):
-                result.round_trip = time.monotonic() - sent
-                self.peer.wait_pairs(PAIR_TIMEOUT_S)  # this frame's pair before the next
-            self._report(result)
-
-    def _report(self, result: FrameResult) -> None:
-        if not self.node.running():
-            raise DemoError(f"the node exited (code {self.node.proc.returncode}) during the "
-                            f"replay; see {self.node.log_path}")
-        n, stamp = len(self.results), result.stamp_ns * 1e-9
-        if result.round_trip is None:
-            say(f"  frame {n}: stamp {stamp:.3f}: no output within {self.frame_timeout:.0f} s "
-                "(raise --frame-timeout)")
-        else:
-            say(f"  frame {n}: stamp {stamp:.3f} -> outputs in {result.round_trip:.2f} s")
-
-    def _wait_last(self) -> None:
-        """Real time: the node keeps the newest frame, so the last image is always processed."""
-        last = self.results[-1]
-        sent = time.monotonic()
-        if self.peer.wait_outputs(last.stamp_ns, self.frame_timeout, self.node.running):
-            last.round_trip = time.monotonic() - sent
-        seen = self.peer.seen(f"{NAMESPACE}/depth/relative")
-        for result in self.results:
-            if result.stamp_ns in seen and result.round_trip is None:
-                result.round_trip = float("nan")  # processed; round trip not measured
-        done = sum(r.round_trip is not None for r in self.results)
-        say(f"  real time x{self.rate}: {done} of {len(self.results)} frames processed "
-            "(the node drops frames it cannot keep up with)")
-
-
 # ----------------------------------------------------------------------- evaluation / report
 
 def evaluate_recording(recording: Path, topics: BagTopics, counts: dict[str, int],
                        out: Path) -> list[Any]:
     """Score the recorded relative depth (LiDAR scale recovered as the node does), and the
     node's own metric depth/image when it published any. Returns the EvalResults."""
-    from e2e_depth_ros.offline.evaluate import EvalOptions, EvalTopics, evaluate_bag, summary_lines
+    from e2e_depth_ros.offline.eval_types import EvalOptions, EvalTopics
+    from e2e_depth_ros.offline.evaluate import evaluate_bag
+    from e2e_depth_ros.offline.report import summary_lines
 
     if topics.gt_depth is None:
         say("[5/5] no ground-truth depth topic: evaluation skipped")
@@ -717,7 +286,7 @@ def _latency(value: str | None) -> str:
     return f"not meaningful here ({seconds:.3g} s: the replayed stamps are old)"
 
 
-def print_diagnostics(peer: DemoPeer, frames: list[FrameResult]) -> None:
+def print_diagnostics(peer: ReplayPeer, frames: list[ReplayedFrame]) -> None:
     """The node's last /diagnostics (counts, timing, scale), plus the round trips we saw."""
     d = peer.diagnostics
     if not d:
@@ -850,7 +419,7 @@ def node_settings(args: argparse.Namespace, out: Path, bag: Path, topics: BagTop
         if topics.lidar:
             say(f"no /tf_static path from the LiDAR to the camera in {bag}: no metric depth")
         return settings
-    from e2e_depth_ros.offline.synthetic import matrix_to_quaternion
+    from e2e_depth_ros.offline.scenes import matrix_to_quaternion
 
     translation = tuple(float(v) for v in extrinsic.translation)
     quaternion = matrix_to_quaternion(extrinsic.rotation)
@@ -863,20 +432,30 @@ def node_settings(args: argparse.Namespace, out: Path, bag: Path, topics: BagTop
 
 def replay_and_record(args: argparse.Namespace, bag: Path, topics: BagTopics,
                       types: dict[str, str], settings: NodeSettings, node: NodeProcess,
-                      recording: Recording) -> tuple[DemoPeer, list[FrameResult]]:
+                      recording: Recording) -> tuple[ReplayPeer, list[ReplayedFrame]]:
     """Steps 2-4 inside one rclpy context: wait for the node, replay, record."""
     from rosbags.rosbag2 import Reader
 
+    from e2e_depth_ros.ros.bag_player import Player, ReplayPeer
+
     published = {t: types[t] for t in (*topics.inputs, topics.tf_static) if t in types}
-    peer = DemoPeer(recording, published, topics.tf_static,
-                    normals=settings.normals_model is not None)
+    done = ("depth/relative",) + (("normals/image",) if settings.normals_model else ())
+    peer = ReplayPeer(recording, published, topics.tf_static,
+                      outputs={f"{NAMESPACE}/{name}": t for name, t in OUTPUTS.items()},
+                      done=tuple(f"{NAMESPACE}/{name}" for name in done),
+                      pair=tuple(f"{NAMESPACE}/{name}" for name in PAIRED),
+                      status_name=f"{NAMESPACE}/{NODE_NAME}: depth")
     try:
         ready = wait_ready(peer, node, settings, topics, args.startup_timeout)
         mode = "lock-step" if args.rate is None else f"real time x{args.rate}"
         say(f"  node ready after {ready:.1f} s; [3/5] replaying ({mode}) with the original "
             "headers")
         with Reader(bag) as reader:
-            frames = Player(peer, node, recording, topics, args).run(reader)
+            player = Player(peer, recording, topics, rate=args.rate,
+                            frame_timeout=args.frame_timeout, pair_timeout=PAIR_TIMEOUT_S,
+                            alive=node.running, check_alive=lambda: _check_running(node),
+                            say=say)
+            frames = player.run(reader)
         peer.wait_diagnostics(peer.diagnostics_count, timeout=2.5)  # counts after the end
     except BaseException:
         peer.close()
@@ -884,9 +463,16 @@ def replay_and_record(args: argparse.Namespace, bag: Path, topics: BagTopics,
     return peer, frames
 
 
+def _check_running(node: NodeProcess) -> None:
+    """During the replay: a node that exited ends the demo with its log's place."""
+    if not node.running():
+        raise DemoError(f"the node exited (code {node.proc.returncode}) during the replay; "
+                        f"see {node.log_path}")
+
+
 def run(args: argparse.Namespace) -> int:
     """The five steps; the node is stopped and the recording closed whatever happens."""
-    import rclpy
+    from e2e_depth_ros.ros.bag_player import ros_context
 
     out = args.out.resolve()
     for name in ("recording",) if args.bag is not None else ("sample", "recording"):
@@ -903,7 +489,14 @@ def run(args: argparse.Namespace) -> int:
     node = NodeProcess(node_command(settings, topics), out / "node.log")
     say(f"[2/5] starting the node: depth={settings.depth_model} "
         f"normals={settings.normals_model or 'off'} (log: {node.log_path})")
-    rclpy.init(args=[])
+    with ros_context():
+        return _run_live(args, out, bag, topics, types, settings, node, recording)
+
+
+def _run_live(args: argparse.Namespace, out: Path, bag: Path, topics: BagTopics,
+              types: dict[str, str], settings: NodeSettings, node: NodeProcess,
+              recording: Recording) -> int:
+    """Steps 2-5 once rclpy is up; the node is stopped and the recording closed always."""
     peer = None
     try:
         peer, frames = replay_and_record(args, bag, topics, types, settings, node, recording)
@@ -924,7 +517,6 @@ def run(args: argparse.Namespace) -> int:
         node.stop()
         if peer is not None:
             peer.close()
-        rclpy.try_shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from e2e_depth_ros.offline.bag_io import OutputBag
-    from e2e_depth_ros.offline.evaluate import EvalOptions, EvalResult
+    from e2e_depth_ros.offline.eval_types import EvalOptions, EvalResult
 
 
 # Every file the report may write into the output folder (evaluate checks them before a run).
