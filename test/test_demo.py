@@ -103,7 +103,7 @@ def test_node_command_passes_models_namespace_remaps_and_the_lidar_extrinsic():
     topics = demo.BagTopics("/camera/image_raw", "/camera/camera_info", "/lidar/points",
                             None, None)
     argv = demo.node_command(settings, topics)
-    assert argv[1:4] == ["-m", "e2e_depth_ros.ros.node", "--ros-args"]
+    assert argv[1:4] == ["-m", "e2e_depth_ros.node", "--ros-args"]
     pairs = {argv[i + 1] for i in range(len(argv) - 1) if argv[i] in ("-p", "-r")}
     assert {"depth_model:=/ckpt/depth", 'normals_model:=""', "processing_resolution:=256",
             "lidar_extrinsic_frame:=lidar", "__ns:=/e2e_depth", "image:=/camera/image_raw",

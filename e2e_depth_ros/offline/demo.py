@@ -6,7 +6,7 @@
 
 1. writes a small sample rosbag2 with ground truth (``synthetic.write_sample_bag``) into
    DIR/sample, unless ``--bag`` names one;
-2. starts ``python -m e2e_depth_ros.ros.node`` as a child process in namespace /e2e_depth, with
+2. starts ``python -m e2e_depth_ros.node`` as a child process in namespace /e2e_depth, with
    the models, device, processing resolution and the LiDAR extrinsic as parameters, and
    waits until discovery shows its topics (model loading happens before that);
 3. replays the bag's camera_info, LiDAR and image messages with their ORIGINAL headers:

@@ -1,6 +1,6 @@
 """The depth node as a child process: what it is started with, its command line, its end.
 
-``python -m e2e_depth_ros.ros.node`` runs in namespace NAMESPACE with the models, device,
+``python -m e2e_depth_ros.node`` runs in namespace NAMESPACE with the models, device,
 processing resolution and LiDAR extrinsic as ROS parameters and the bag's topics remapped
 onto its inputs. Its output goes to a log file that every error message points to.
 """
@@ -63,7 +63,7 @@ def _float_list(values) -> str:
 
 
 def node_command(settings: NodeSettings, topics: BagTopics) -> list[str]:
-    """``python -m e2e_depth_ros.ros.node --ros-args ...`` in NAMESPACE, inputs remapped."""
+    """``python -m e2e_depth_ros.node --ros-args ...`` in NAMESPACE, inputs remapped."""
     params = {
         "depth_model": settings.depth_model,
         "normals_model": settings.normals_model or '""',
@@ -82,7 +82,7 @@ def node_command(settings: NodeSettings, topics: BagTopics) -> list[str]:
     remaps = {"__ns": NAMESPACE, image: topics.image, "camera_info": topics.camera_info}
     if topics.lidar:
         remaps["points_lidar"] = topics.lidar
-    argv = [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args"]
+    argv = [sys.executable, "-m", "e2e_depth_ros.node", "--ros-args"]
     for name, value in params.items():
         argv += ["-p", f"{name}:={value}"]
     for name, value in remaps.items():

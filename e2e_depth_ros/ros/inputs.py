@@ -8,6 +8,8 @@ from typing import Any, Callable, Iterable
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from e2e_depth_ros.ros.matched_subscription import MatchedSubscription
+from e2e_depth_ros.ros.multicam import camera_topic
+from e2e_depth_ros.ros.outputs import OUTPUTS
 from e2e_depth_ros.ros.stream import Stream
 from e2e_depth_ros.ros.sync import stamp_to_ns
 
@@ -49,6 +51,21 @@ def check_topics(node: Any, inputs: dict[str, str], outputs: Iterable[str]) -> N
             raise ValueError(f"{what} {topic!r} resolves to {full}, which this node "
                              f"publishes ({published[full]}): it would read its own output; "
                              "point it at the camera's topic")
+
+
+def check_camera_topics(node: Any, cameras: dict[str, dict[str, str]], *,
+                        compressed: bool) -> None:
+    """``check_topics`` for every camera's inputs against every output of the node.
+
+    ``cameras``: camera -> its configured input topics ({} = the single-camera node).
+    """
+    inputs, outputs = {}, ["/diagnostics"]
+    for camera in cameras or {"": {}}:
+        topics = input_topics(cameras.get(camera, {}), compressed=compressed)
+        inputs.update({(f"camera {camera}'s {name} input" if camera else f"{name} input"):
+                       topic for name, topic in topics.items()})
+        outputs += [camera_topic(camera, output.topic) for output in OUTPUTS]
+    check_topics(node, inputs, outputs)
 
 
 def subscribe_camera(node: Any, stream: Stream, topics: dict[str, str], *, mode: str,

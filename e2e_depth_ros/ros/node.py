@@ -42,10 +42,9 @@ from e2e_depth_ros.ros import diagnostics, pairing
 from e2e_depth_ros.ros.admission import Refusal, admit_image
 from e2e_depth_ros.ros.problem_log import ProblemLog
 from e2e_depth_ros.ros.lidar_input import LidarProblem, StaticExtrinsic, lidar_points
-from e2e_depth_ros.ros.inputs import (check_topics, follow_publishers, input_topics,
-                                      subscribe_camera)
+from e2e_depth_ros.ros.inputs import check_camera_topics, follow_publishers, subscribe_camera
 from e2e_depth_ros.ros.matched_subscription import MatchedSubscription
-from e2e_depth_ros.ros.multicam import CameraSlots, camera_topic
+from e2e_depth_ros.ros.multicam import CameraSlots
 from e2e_depth_ros.ros.outputs import OUTPUTS, Output, build_outgoing, needs_for, rclpy_types
 from e2e_depth_ros.ros.parameters import (NODE_NAME, PARAMETERS, declare_cameras,
                                           declare_parameters, processing_config, usage,
@@ -68,7 +67,8 @@ class DepthNode(Node):
         super().__init__(node_name, **kwargs)
         self._params = declare_parameters(self)
         self._input_topics = declare_cameras(self)
-        self._check_topics()
+        check_camera_topics(self, self._input_topics,
+                            compressed=self._params["use_compressed"])
         self.startup_warnings = self._check_model_names()
         for text in self.startup_warnings:
             self.get_logger().warning(text)
@@ -106,17 +106,6 @@ class DepthNode(Node):
             + (f" for cameras {', '.join(self.cameras)}" if self.cameras else ""))
 
     # -- set-up ----------------------------------------------------------------------------
-    def _check_topics(self) -> None:
-        """Every input a valid topic and none of them one of this node's outputs."""
-        inputs, outputs = {}, ["/diagnostics"]
-        for camera in self._input_topics or [""]:
-            topics = input_topics(self._input_topics.get(camera, {}),
-                                  compressed=self._params["use_compressed"])
-            inputs.update({(f"camera {camera}'s {name} input" if camera else f"{name} input"):
-                           topic for name, topic in topics.items()})
-            outputs += [camera_topic(camera, output.topic) for output in OUTPUTS]
-        check_topics(self, inputs, outputs)
-
     def _on_image(self, stream: Stream, msg) -> None:
         """Executor thread: count the frame and leave it for the worker (newest wins)."""
         stream.stats.received += 1

@@ -158,7 +158,7 @@ def validate_parameters(params: dict) -> str | None:
 
 def usage() -> str:
     """The node's --help text: how to run it and every parameter with its default."""
-    lines = ["usage: python -m e2e_depth_ros.ros.node [--help] [--ros-args -p NAME:=VALUE ...]",
+    lines = ["usage: python -m e2e_depth_ros.node [--help] [--ros-args -p NAME:=VALUE ...]",
              "", "E2E-FT depth/normals node: subscribes to image (or image/compressed), "
              "camera_info and points_lidar;",
              f"publishes {', '.join(output.topic for output in OUTPUTS)} and /diagnostics.",
