@@ -64,7 +64,7 @@ def test_help_prints_every_parameter_and_exits_at_once_without_loading_models():
                           env=dict(os.environ, HF_HUB_OFFLINE="0"))
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage: python -m e2e_depth_ros.ros.node")
+    assert proc.stdout.startswith("usage: python -m e2e_depth_ros.node")
     for name in ("depth_model", "processing_resolution", "max_input_pixels", "min_depth"):
         assert f"  {name} (default" in proc.stdout
     assert "empty or none disables" in proc.stdout
