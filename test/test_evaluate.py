@@ -357,6 +357,25 @@ def test_topic_of_the_wrong_type_says_which_type_it_has(bags, tmp_path, capsys):
                   "expected sensor_msgs/msg/Image")
 
 
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "64FC1"])
+def test_a_depth_image_given_as_the_camera_is_refused_naming_its_encoding(
+        encoding, bags, tmp_path, capsys):
+    def as_depth(topic, msg):
+        from dataclasses import replace
+
+        if topic != DEFAULT_TOPICS["image"]:
+            return msg
+        size = {"16UC1": 2, "32FC1": 4, "64FC1": 8}[encoding]
+        return replace(msg, encoding=encoding, step=msg.width * size,
+                       data=np.zeros(msg.width * msg.height * size, np.uint8))
+
+    bag = _rewrite_bag(bags["mcap"], tmp_path / "depth_as_camera", as_depth)
+    _expect_error(capsys, [str(bag), *TOPIC_ARGS, *NO_MODEL, "--out", str(tmp_path / "o")],
+                  f"{DEFAULT_TOPICS['image']} carries {encoding} images, not a camera's picture",
+                  "--image-topic needs a colour or grey image, one of rgb8, ")
+    assert not (tmp_path / "o").exists()
+
+
 def test_unmatched_stamps_are_an_error_not_an_empty_score(bags, tmp_path, capsys):
     def shift(name, msg):
         if name == DEFAULT_TOPICS["depth_gt"]:

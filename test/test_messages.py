@@ -213,11 +213,15 @@ def test_image_decoding_rejects_inconsistent_messages_by_name(
 
 
 @pytest.mark.parametrize("lib", LIBS)
-def test_image_to_rgb_refuses_depth_encodings(lib):
-    depth, _ = sample_pixels("32FC1")
-    msg = raw_image(lib, "32FC1", wire(depth, False), W)
-    with pytest.raises(MessageError, match="'32FC1' is not a colour image"):
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "64FC1"])
+def test_image_to_rgb_refuses_depth_encodings_naming_only_what_it_reads(lib, encoding):
+    depth, _ = sample_pixels(encoding)
+    msg = raw_image(lib, encoding, wire(depth, False), W)
+    with pytest.raises(MessageError, match=f"'{encoding}' holds depth or data, not a picture: "
+                       "the camera input needs a colour or grey image, one of rgb8, ") as err:
         image_to_rgb(msg)
+    listed = str(err.value).rpartition("one of ")[2].split(", ")
+    assert "mono16" in listed and not {"16UC1", "32FC1", "64FC1"} & set(listed)
 
 
 def compressed(lib: str, payload: bytes, fmt: str):

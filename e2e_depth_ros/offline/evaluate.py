@@ -37,8 +37,8 @@ from e2e_depth_ros.offline.bag_io import (OutputBag, bag_read_errors, check_topi
 from e2e_depth_ros.offline.cli import OneLineParser, processing_resolution_arg, tiny_notes
 from e2e_depth_ros.offline.eval_types import SKIP_REASONS, EvalOptions, EvalResult, EvalTopics
 from e2e_depth_ros.offline.frame_eval import FrameEvaluation, sample_indices
-from e2e_depth_ros.offline.frame_plan import (FramePlan, check_ground_truth, check_pairs,
-                                              lidar_transform, plan_frames)
+from e2e_depth_ros.offline.frame_plan import (FramePlan, check_ground_truth, check_image_encoding,
+                                              check_pairs, lidar_transform, plan_frames)
 from e2e_depth_ros.offline.report import REPORT_FILES, summary_lines, write_outputs
 
 PROG = "evaluate"
@@ -126,6 +126,7 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
     except bag_read_errors() as err:
         raise BagError(f"{bag}: {topics.tf_static} cannot be read ({err})") from err
     lidar_tf = lidar_transform(transforms, indexes, topics, bag)
+    check_image_encoding(reader, bag, indexes["image"], plans)
     check_ground_truth(reader, bag, indexes, plans, options)
     if topics.pred is None and estimator is None:
         estimator = make_estimator()
@@ -148,7 +149,8 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
         if result.frames == 0:
             skips = "; ".join(f"{v} frame(s) {SKIP_REASONS[k]}" for k, v in
                               result.skipped.items() if v) or "no frame matched"
-            raise BagError(f"{bag}: no frame could be scored: {skips}; nothing written")
+            why = f" (first image: {ev.image_error})" if ev.image_error else ""
+            raise BagError(f"{bag}: no frame could be scored: {skips}{why}; nothing written")
     except BaseException:
         if out is not None:
             out.abort()

@@ -76,6 +76,7 @@ class FrameEvaluation:
         self.depth_gt: list[DepthMetrics] = []
         self.depth_lidar: list[DepthMetrics] = []
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
+        self.image_error: str | None = None  # why the first undecodable image was refused
         self.samples: list[Sample] = []
         self.sample_at: set[int] = set()
         self.notes: dict[str, int] = {}
@@ -110,8 +111,9 @@ class FrameEvaluation:
         try:
             image_msg, image_raw = self._message("image", plan.image)
             rgb = decode_rgb(image_msg, self.indexes["image"].msgtype)
-        except E2EDepthError:
+        except E2EDepthError as err:
             self.skipped["undecodable_image"] += 1
+            self.image_error = self.image_error or str(err)  # the first says what is wrong
             return
         if self.recorded:
             pred = self._decoded("pred", plan.pred, lambda m: float_image(m, "32FC1"),

@@ -79,6 +79,29 @@ def lidar_transform(transforms: Any, indexes: dict[str, TopicIndex], topics: Eva
     return found
 
 
+def check_image_encoding(reader: Any, bag: Path, index: TopicIndex,
+                         plans: list[FramePlan]) -> None:
+    """The image topic must carry pictures: a depth or data encoding (16UC1, 32FC1, ...)
+    given as the camera is refused by name before a model loads, not skipped frame by frame.
+    Judged on the first image of a known encoding (usually one extra message read); raw
+    images only. An unknown encoding is a corrupt frame, skipped later like any other."""
+    from e2e_depth_ros.ros.messages import COLOUR_ENCODINGS, ENCODINGS
+
+    if index.msgtype != IMAGE:
+        return
+    for plan in plans:
+        try:
+            encoding = str(fetch_message(reader, index, plan.image)[0].encoding)
+        except (E2EDepthError, *bag_read_errors()):
+            continue
+        if encoding in COLOUR_ENCODINGS:
+            return
+        if encoding in ENCODINGS:  # a known depth/data encoding (an unknown one: corrupt)
+            raise BagError(f"{bag}: {index.topic} carries {encoding} images, not a camera's "
+                           "picture: --image-topic needs a colour or grey image, one of "
+                           f"{', '.join(COLOUR_ENCODINGS)}; nothing written")
+
+
 def check_ground_truth(reader: Any, bag: Path, indexes: dict[str, TopicIndex],
                        plans: list[FramePlan], options: EvalOptions) -> None:
     """At least one paired ground-truth depth must be usable before a model loads or a file

@@ -60,6 +60,8 @@ ENCODINGS: dict[str, Encoding] = {
     "64FC1": Encoding(_F64, 1, None),
 }
 
+# what image_to_rgb reads: a camera's colour or grey picture (the rest hold depth or data)
+COLOUR_ENCODINGS = tuple(name for name, enc in ENCODINGS.items() if enc.to_rgb is not None)
 _YUV422 = {"yuv422", "uyvy", "yuyv", "yuv422_yuy2"}
 _POINTFIELD_FLOAT32, _POINTFIELD_FLOAT64 = 7, 8
 
@@ -174,11 +176,13 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     16-bit encodings keep their high byte (``>> 8``); alpha is dropped; YUV 4:2:2 is
     converted by OpenCV (BT.601).
     """
+    enc = ENCODINGS.get(msg.encoding)
+    if enc is None or enc.to_rgb is None:
+        what = (f"image encoding {msg.encoding!r} holds depth or data, not a picture"
+                if enc is not None else f"unsupported image encoding {msg.encoding!r}")
+        raise MessageError(f"{what}: the camera input needs a colour or grey image, one of "
+                           f"{', '.join(COLOUR_ENCODINGS)}")
     pixels, enc = _pixels(msg)
-    if enc.to_rgb is None:
-        colour = [name for name, e in ENCODINGS.items() if e.to_rgb is not None]
-        raise MessageError(f"image encoding {msg.encoding!r} is not a colour image; "
-                           f"expected one of {', '.join(colour)}")
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     if enc.channels == 1:
