@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         size = parse_size(args.size) if args.size else None
-        from e2e_depth_ros.model.estimator import quiet_model_libraries
+        from e2e_depth_ros.model.quiet import quiet_model_libraries
 
         quiet_model_libraries()
         manifest = export_model(args.checkpoint, args.out, fmt=args.format, size=size,
