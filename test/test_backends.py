@@ -119,6 +119,37 @@ def test_export_refuses_a_folder_that_is_not_empty(tiny_depth, tmp_path, capsys)
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+def test_export_judges_a_normals_checkpoint_in_a_neutral_folder_from_its_files(
+        tiny_normals, tmp_path, capsys):
+    import shutil
+
+    from e2e_depth_ros.model.export import main
+
+    model = shutil.copytree(tiny_normals, tmp_path / "model")  # the name says nothing
+    assert main([str(model), str(tmp_path / "out"), "--format", "onnx"]) == 0
+    manifest = Manifest.load(tmp_path / "out")
+    assert (manifest.task, manifest.task_evidence) == (
+        "normals", "its README.md says task: normals")
+    assert "wrote onnx normals stages" in capsys.readouterr().out
+
+
+def test_export_refuses_a_task_its_files_contradict_and_a_task_nothing_says(
+        tiny_normals, tmp_path):
+    import shutil
+
+    from e2e_depth_ros.model.export import judge_task
+
+    model = str(shutil.copytree(tiny_normals, tmp_path / "model"))
+    with pytest.raises(ValueError, match=r"--task depth, but .* is a normals checkpoint \(its "
+                       r"README.md says task: normals\); drop --task"):
+        judge_task(model, "depth")
+    silent = tmp_path / "run-7"
+    silent.mkdir()
+    with pytest.raises(ValueError, match="neither its files nor its name say .* pass --task"):
+        judge_task(str(silent))
+    assert judge_task(str(silent), "normals") == ("normals", "given as --task normals")
+
+
 @pytest.mark.parametrize("size, match", [("384", "HxW"), ("4x640", "at least 8")])
 def test_export_refuses_a_bad_size(tiny_depth, tmp_path, capsys, size, match):
     from e2e_depth_ros.model.export import main
@@ -344,6 +375,24 @@ def test_cli_predict_runs_the_onnxruntime_backend_on_an_export(exports, tmp_path
                      "--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32",
                      "--processing-resolution", "0", "--quiet"]) == 0
     assert np.load(tmp_path / "out" / "a_depth.npy").shape == (48, 64)
+
+
+def test_cli_predict_warns_in_one_line_when_an_export_of_normals_is_given_as_depth(
+        exports, tmp_path, image, capsys):
+    pytest.importorskip("onnxruntime")
+    import cv2
+
+    from e2e_depth_ros.offline import cli
+
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    assert cli.main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                     "--depth-model", exports["normals"], "--normals-model", "none",
+                     "--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32",
+                     "--processing-resolution", "0", "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert warnings == [f"e2e-depth: warning: depth_model {exports['normals']!r} looks like a "
+                        "normals checkpoint (its export manifest says task: normals, its "
+                        "README.md says task: normals): its output would be published as depth"]
 
 
 def test_cli_predict_refuses_an_unavailable_precision_in_one_line(exports, tmp_path, capsys,

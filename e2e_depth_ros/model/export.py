@@ -23,9 +23,10 @@ from e2e_depth_ros.model.stages import MANIFEST, STAGES, Manifest
 
 FORMATS = ("onnx", "openvino")
 OPSET = 17
-# Bumped when the traced graphs change (2: sub-pixel upsampling in the decoder), so cached
-# conversions made by an older version are made again; older export folders still load.
-GRAPH_REVISION = 2
+# Bumped when the traced graphs or the manifest's meaning change (2: sub-pixel upsampling in
+# the decoder; 3: the task is the checkpoint's own, not the role it was first loaded for), so
+# cached conversions made by an older version are made again; older export folders still load.
+GRAPH_REVISION = 3
 # A dynamic export is traced at a size whose latent is not a multiple of 8, so the UNet's
 # shape-dependent upsampling is what the graph records: then every size runs, odd or not.
 _DYNAMIC_EXAMPLE = (88, 120)  # image (h, w) -> latent 11 x 15
@@ -42,18 +43,37 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def guess_task(checkpoint: str) -> str:
-    """A checkpoint named like a normals model is one; anything else is taken as depth."""
-    return "normals" if "normal" in Path(checkpoint).name.lower() else "depth"
+def judge_task(checkpoint: str, task: str | None = None) -> tuple[str, str]:
+    """(task, evidence) for the manifest: the checkpoint's own files, then ``task``, then its
+    name (model_args.task_of); refused when none of them says, or when ``task`` contradicts
+    the files (a manifest that says depth for a normals checkpoint publishes normals as depth).
+    """
+    from e2e_depth_ros.model.model_args import TASKS, task_from_files, task_of
+
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be depth or normals, got {task!r}")
+    found = task_from_files(checkpoint)
+    if found is not None and task is not None and found[0] != task:
+        raise ValueError(f"--task {task}, but {checkpoint} is a {found[0]} checkpoint "
+                         f"({found[1]}); drop --task or export the {task} checkpoint")
+    if found is None and task is not None:
+        found = (task, f"given as --task {task}")
+    found = found or task_of(checkpoint)
+    if found is None:
+        raise ValueError(f"{checkpoint}: neither its files nor its name say whether it is a "
+                         "depth or a normals checkpoint; pass --task depth or --task normals")
+    return found
 
 
 def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
                  size: tuple[int, int] | None = None, task: str | None = None,
-                 overwrite: bool = False) -> Manifest:
+                 overwrite: bool = False, task_evidence: str | None = None) -> Manifest:
     """Write the three stages of ``checkpoint`` and a manifest to ``out``; return the manifest.
 
     size: static (h, w) with batch 1 (what TensorRT builds fastest for), or None for dynamic
     batch, height and width. Weights stay float32; backends choose precision at run time.
+    task: what the checkpoint predicts, when its own files do not say (``judge_task``); with
+    ``task_evidence`` the caller has judged it already and both are written as given.
     """
     import torch
 
@@ -62,9 +82,8 @@ def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    task = task or guess_task(checkpoint)
-    if task not in ("depth", "normals"):
-        raise ValueError(f"task must be depth or normals, got {task!r}")
+    if task_evidence is None:
+        task, task_evidence = judge_task(checkpoint, task)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite or not (out / MANIFEST).is_file():
@@ -98,6 +117,7 @@ def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
     manifest = Manifest(
         model=str(checkpoint),
         task=task,
+        task_evidence=task_evidence,
         format=fmt,
         scaling_factor=loaded.scaling_factor,
         x0_coefficient=loaded.x0_coefficient,
@@ -193,6 +213,7 @@ def export_folder_for(model: str, fmt: str, task: str, cache_dir: Path | None,
                                   f"--format {fmt})")
         return Path(model).expanduser()
     from e2e_depth_ros.model.backend_torch import checkpoint_source
+    from e2e_depth_ros.model.model_args import task_of
 
     source, is_local = checkpoint_source(model)
     if not is_local:
@@ -209,7 +230,11 @@ def export_folder_for(model: str, fmt: str, task: str, cache_dir: Path | None,
     log(f"converting {model} to {fmt} (once; cached in {folder})")
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    export_model(source, partial, fmt=fmt, task=task)
+    # The manifest says what the checkpoint is; the role it is loaded for decides only when
+    # its files and name are silent (the node and predict warn on a mismatch).
+    task, evidence = task_of(source) or task_of(model) or (
+        task, f"loaded as the {task} model; its files and name do not say")
+    export_model(source, partial, fmt=fmt, task=task, task_evidence=evidence)
     partial.rename(folder)
     return folder
 
@@ -230,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     shape.add_argument("--dynamic", action="store_true",
                        help="dynamic batch, height and width (the default)")
     parser.add_argument("--task", choices=["depth", "normals"],
-                        help="what the model predicts (default: guessed from the name)")
+                        help="what the model predicts, when its files do not say (default: "
+                        "from its files, else its name)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier export in OUT")
     args = parser.parse_args(argv)
