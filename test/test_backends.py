@@ -115,8 +115,83 @@ def test_export_refuses_a_folder_that_is_not_empty(tiny_depth, tmp_path, capsys)
 
     (tmp_path / "keep.txt").write_text("mine")
     assert main([tiny_depth, str(tmp_path), "--format", "onnx"]) == 2
-    assert "not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite replaces only an earlier export" in err
+    assert main([tiny_depth, str(tmp_path), "--format", "onnx", "--overwrite"]) == 2
     assert (tmp_path / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_re_exporting_as_openvino_with_overwrite_replaces_the_whole_folder(
+        tiny_depth, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from e2e_depth_ros.model.export import main
+
+    out = tmp_path / "export"
+    assert main([tiny_depth, str(out), "--format", "onnx"]) == 0
+    assert main([tiny_depth, str(out), "--format", "openvino"]) == 2
+    assert "holds an earlier export; choose a new folder or pass --overwrite" in (
+        capsys.readouterr().err)
+    assert main([tiny_depth, str(out), "--format", "openvino", "--overwrite"]) == 0
+    assert not list(out.glob("*.onnx*")), "stale ONNX files of the earlier export stayed"
+    assert Manifest.load(out).format == "openvino"
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left
+
+
+def _full_disk(path, out, stage):
+    """_place_onnx on a full disk: part of the file written, then ENOSPC."""
+    import errno
+
+    (out / f"{stage}.onnx").write_bytes(b"\0" * 1024)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_leaves_nothing_partial_and_the_rerun_needs_no_overwrite(
+        tiny_depth, tmp_path, capsys, monkeypatch):
+    import e2e_depth_ros.model.export as export
+
+    out = tmp_path / "export"
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "_place_onnx", _full_disk)
+        assert export.main([tiny_depth, str(out), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert f"nothing was written, {out} is as it was" in err
+    assert list(tmp_path.iterdir()) == []  # no partial encoder.onnx, no staging folder
+    assert export.main([tiny_depth, str(out), "--format", "onnx"]) == 0
+
+
+def test_a_failed_overwrite_keeps_the_earlier_export(tiny_depth, tmp_path, monkeypatch):
+    import e2e_depth_ros.model.export as export
+
+    out = tmp_path / "export"
+    export.export_model(tiny_depth, out, fmt="onnx")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(export, "_place_onnx", _full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        export.export_model(tiny_depth, out, fmt="onnx", overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert Manifest.load(out).format == "onnx"
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_ctrl_c_during_export_is_one_line_exit_130_and_leaves_nothing(
+        tiny_depth, tmp_path, capsys, monkeypatch):
+    import e2e_depth_ros.model.export as export
+
+    def interrupted(path, out, stage):
+        (out / f"{stage}.onnx").write_bytes(b"\0")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_place_onnx", interrupted)
+    out = tmp_path / "export"
+    with pytest.raises(KeyboardInterrupt):  # the library cleans up and lets it through
+        export.export_model(tiny_depth, out, fmt="onnx")
+    assert list(tmp_path.iterdir()) == []
+    assert export.main([tiny_depth, str(out), "--format", "onnx"]) == 130
+    err = capsys.readouterr().err
+    assert err == f"e2e-depth export: interrupted; nothing was written to {out}\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_judges_a_normals_checkpoint_in_a_neutral_folder_from_its_files(

@@ -11,6 +11,7 @@ are also what TensorRT takes (README, "TensorRT").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -85,12 +86,7 @@ def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
     if task_evidence is None:
         task, task_evidence = judge_task(checkpoint, task)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite or not (out / MANIFEST).is_file():
-            raise FileExistsError(
-                f"{out} exists and is not empty; choose a new folder"
-                + (" or pass --overwrite" if (out / MANIFEST).is_file() else "")
-            )
+    _check_target(out, overwrite)
     loaded = load_checkpoint(checkpoint, torch.float32)
     stages = {
         "encoder": EncoderStage(loaded.vae),
@@ -104,32 +100,74 @@ def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
         "unet": torch.zeros(1, channels, (h + 7) // 8, (w + 7) // 8),
         "decoder": torch.zeros(1, channels, (h + 7) // 8, (w + 7) // 8),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    with tempfile.TemporaryDirectory(prefix="e2e-export-") as tmp:
-        for stage in STAGES:
-            onnx_path = _export_onnx(stages[stage], examples[stage], Path(tmp) / stage,
-                                     dynamic=size is None)
-            if fmt == "onnx":
-                files[stage] = _place_onnx(onnx_path, out, stage)
-            else:
-                files[stage] = _save_openvino(onnx_path, out, stage)
-    manifest = Manifest(
-        model=str(checkpoint),
-        task=task,
-        task_evidence=task_evidence,
-        format=fmt,
-        scaling_factor=loaded.scaling_factor,
-        x0_coefficient=loaded.x0_coefficient,
-        timestep=loaded.timestep,
-        prediction_type=loaded.prediction_type,
-        vae_digest=weights_digest(loaded.vae),
-        latent_channels=channels,
-        size=tuple(size) if size else None,
-        files=files,
-    )
-    manifest.save(out)
+    with _staging(out) as staging:
+        files = {}
+        with tempfile.TemporaryDirectory(prefix=".onnx-", dir=staging) as tmp:
+            for stage in STAGES:
+                onnx_path = _export_onnx(stages[stage], examples[stage], Path(tmp) / stage,
+                                         dynamic=size is None)
+                if fmt == "onnx":
+                    files[stage] = _place_onnx(onnx_path, staging, stage)
+                else:
+                    files[stage] = _save_openvino(onnx_path, staging, stage)
+        manifest = Manifest(
+            model=str(checkpoint),
+            task=task,
+            task_evidence=task_evidence,
+            format=fmt,
+            scaling_factor=loaded.scaling_factor,
+            x0_coefficient=loaded.x0_coefficient,
+            timestep=loaded.timestep,
+            prediction_type=loaded.prediction_type,
+            vae_digest=weights_digest(loaded.vae),
+            latent_channels=channels,
+            size=tuple(size) if size else None,
+            files=files,
+        )
+        manifest.save(staging)
     return manifest
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds anything but an earlier export to replace (``overwrite``)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder; choose a new folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / MANIFEST).is_file():
+        raise FileExistsError(f"{out} exists, is not empty and holds no export; choose a new "
+                              f"folder (--overwrite replaces only an earlier export)")
+    if not overwrite:
+        raise FileExistsError(f"{out} holds an earlier export; choose a new folder or pass "
+                              "--overwrite to replace it")
+
+
+@contextlib.contextmanager
+def _staging(out: Path):
+    """A fresh folder beside ``out`` to write into; renamed to ``out`` when all went well.
+
+    All or nothing: a full disk, an error or Ctrl-C removes the staging folder and leaves
+    ``out`` as it was (no partial stage file that blocks the next run); an overwrite replaces
+    the whole folder, so files of an earlier export in another format do not stay behind.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / out.name)
+            staging.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(out)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(err.errno, f"writing the export to {out} failed ({err.strerror or err}); "
+                      f"nothing was written, {out} is as it was") from err
+    except BaseException:  # Ctrl-C included: clean up, then let the caller see it
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _export_onnx(module, example, folder: Path, *, dynamic: bool) -> Path:
@@ -228,14 +266,11 @@ def export_folder_for(model: str, fmt: str, task: str, cache_dir: Path | None,
         if folder.exists():
             shutil.rmtree(folder)  # an interrupted conversion of our own, in our cache
     log(f"converting {model} to {fmt} (once; cached in {folder})")
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     # The manifest says what the checkpoint is; the role it is loaded for decides only when
     # its files and name are silent (the node and predict warn on a mismatch).
     task, evidence = task_of(source) or task_of(model) or (
         task, f"loaded as the {task} model; its files and name do not say")
-    export_model(source, partial, fmt=fmt, task=task, task_evidence=evidence)
-    partial.rename(folder)
+    export_model(source, folder, fmt=fmt, task=task, task_evidence=evidence)  # all or nothing
     return folder
 
 
@@ -267,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         quiet_model_libraries()
         manifest = export_model(args.checkpoint, args.out, fmt=args.format, size=size,
                                 task=args.task, overwrite=args.overwrite)
+    except KeyboardInterrupt:  # the command's main only: the library cleans up and re-raises
+        print(f"e2e-depth export: interrupted; nothing was written to {args.out}",
+              file=sys.stderr)
+        return 130
     except ImportError as err:
         print(f"e2e-depth export: error: {err.name or err} is not installed; "
               "pip install 'e2e_depth_ros[backends]' (onnx, openvino)", file=sys.stderr)
