@@ -115,8 +115,114 @@ def test_export_refuses_a_folder_that_is_not_empty(tiny_depth, tmp_path, capsys)
 
     (tmp_path / "keep.txt").write_text("mine")
     assert main([tiny_depth, str(tmp_path), "--format", "onnx"]) == 2
-    assert "not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite replaces only an earlier export" in err
+    assert main([tiny_depth, str(tmp_path), "--format", "onnx", "--overwrite"]) == 2
     assert (tmp_path / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_re_exporting_as_openvino_with_overwrite_replaces_the_whole_folder(
+        tiny_depth, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from e2e_depth_ros.model.export import main
+
+    out = tmp_path / "export"
+    assert main([tiny_depth, str(out), "--format", "onnx"]) == 0
+    assert main([tiny_depth, str(out), "--format", "openvino"]) == 2
+    assert "holds an earlier export; choose a new folder or pass --overwrite" in (
+        capsys.readouterr().err)
+    assert main([tiny_depth, str(out), "--format", "openvino", "--overwrite"]) == 0
+    assert not list(out.glob("*.onnx*")), "stale ONNX files of the earlier export stayed"
+    assert Manifest.load(out).format == "openvino"
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left
+
+
+def _full_disk(path, out, stage):
+    """_place_onnx on a full disk: part of the file written, then ENOSPC."""
+    import errno
+
+    (out / f"{stage}.onnx").write_bytes(b"\0" * 1024)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_leaves_nothing_partial_and_the_rerun_needs_no_overwrite(
+        tiny_depth, tmp_path, capsys, monkeypatch):
+    import e2e_depth_ros.model.export as export
+
+    out = tmp_path / "export"
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "_place_onnx", _full_disk)
+        assert export.main([tiny_depth, str(out), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert f"nothing was written, {out} is as it was" in err
+    assert list(tmp_path.iterdir()) == []  # no partial encoder.onnx, no staging folder
+    assert export.main([tiny_depth, str(out), "--format", "onnx"]) == 0
+
+
+def test_a_failed_overwrite_keeps_the_earlier_export(tiny_depth, tmp_path, monkeypatch):
+    import e2e_depth_ros.model.export as export
+
+    out = tmp_path / "export"
+    export.export_model(tiny_depth, out, fmt="onnx")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(export, "_place_onnx", _full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        export.export_model(tiny_depth, out, fmt="onnx", overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert Manifest.load(out).format == "onnx"
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_ctrl_c_during_export_is_one_line_exit_130_and_leaves_nothing(
+        tiny_depth, tmp_path, capsys, monkeypatch):
+    import e2e_depth_ros.model.export as export
+
+    def interrupted(path, out, stage):
+        (out / f"{stage}.onnx").write_bytes(b"\0")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_place_onnx", interrupted)
+    out = tmp_path / "export"
+    with pytest.raises(KeyboardInterrupt):  # the library cleans up and lets it through
+        export.export_model(tiny_depth, out, fmt="onnx")
+    assert list(tmp_path.iterdir()) == []
+    assert export.main([tiny_depth, str(out), "--format", "onnx"]) == 130
+    err = capsys.readouterr().err
+    assert err == f"e2e-depth export: interrupted; nothing was written to {out}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_judges_a_normals_checkpoint_in_a_neutral_folder_from_its_files(
+        tiny_normals, tmp_path, capsys):
+    import shutil
+
+    from e2e_depth_ros.model.export import main
+
+    model = shutil.copytree(tiny_normals, tmp_path / "model")  # the name says nothing
+    assert main([str(model), str(tmp_path / "out"), "--format", "onnx"]) == 0
+    manifest = Manifest.load(tmp_path / "out")
+    assert (manifest.task, manifest.task_evidence) == (
+        "normals", "its README.md says task: normals")
+    assert "wrote onnx normals stages" in capsys.readouterr().out
+
+
+def test_export_refuses_a_task_its_files_contradict_and_a_task_nothing_says(
+        tiny_normals, tmp_path):
+    import shutil
+
+    from e2e_depth_ros.model.export import judge_task
+
+    model = str(shutil.copytree(tiny_normals, tmp_path / "model"))
+    with pytest.raises(ValueError, match=r"--task depth, but .* is a normals checkpoint \(its "
+                       r"README.md says task: normals\); drop --task"):
+        judge_task(model, "depth")
+    silent = tmp_path / "run-7"
+    silent.mkdir()
+    with pytest.raises(ValueError, match="neither its files nor its name say .* pass --task"):
+        judge_task(str(silent))
+    assert judge_task(str(silent), "normals") == ("normals", "given as --task normals")
 
 
 @pytest.mark.parametrize("size, match", [("384", "HxW"), ("4x640", "at least 8")])
@@ -344,6 +450,24 @@ def test_cli_predict_runs_the_onnxruntime_backend_on_an_export(exports, tmp_path
                      "--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32",
                      "--processing-resolution", "0", "--quiet"]) == 0
     assert np.load(tmp_path / "out" / "a_depth.npy").shape == (48, 64)
+
+
+def test_cli_predict_warns_in_one_line_when_an_export_of_normals_is_given_as_depth(
+        exports, tmp_path, image, capsys):
+    pytest.importorskip("onnxruntime")
+    import cv2
+
+    from e2e_depth_ros.offline import cli
+
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    assert cli.main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                     "--depth-model", exports["normals"], "--normals-model", "none",
+                     "--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32",
+                     "--processing-resolution", "0", "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert warnings == [f"e2e-depth: warning: depth_model {exports['normals']!r} looks like a "
+                        "normals checkpoint (its export manifest says task: normals, its "
+                        "README.md says task: normals): its output would be published as depth"]
 
 
 def test_cli_predict_refuses_an_unavailable_precision_in_one_line(exports, tmp_path, capsys,

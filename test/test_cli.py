@@ -260,3 +260,16 @@ def test_a_real_checkpoint_folder_is_not_taken_for_a_tiny_one(tiny_depth, tmp_pa
 def test_tiny_checkpoint_command_says_its_output_is_meaningless(tmp_path, capsys):
     assert cli.main(["tiny-checkpoint", str(tmp_path / "ck")]) == 0
     assert "MEANINGLESS" in capsys.readouterr().out
+
+
+def test_predict_warns_in_one_line_when_a_normals_checkpoint_is_given_as_depth(
+        tiny_normals, tmp_path, capsys):
+    import shutil
+
+    model = str(shutil.copytree(tiny_normals, tmp_path / "model"))  # the name says nothing
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 56, 3), np.uint8))
+    assert _predict(tmp_path / "a.png", tmp_path / "out", model) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert warnings == [f"e2e-depth: warning: depth_model {model!r} looks like a normals "
+                        "checkpoint (its README.md says task: normals): its output would be "
+                        "published as depth"]

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from e2e_depth_ros.model.model_args import (model_or_none, task_from_files, task_from_name,
-                                            task_mismatch)
+                                            task_mismatch, task_warnings)
 
 
 @pytest.mark.parametrize("value", ["", "none", "None", " NONE ", None])
@@ -85,3 +85,31 @@ def test_the_name_decides_when_the_files_name_no_task(tmp_path):
     broken.mkdir()
     (broken / "model_index.json").write_text("{not json")
     assert task_from_files(str(broken)) is None
+
+
+def _export_folder(path, task, evidence=None):
+    """A folder with an export manifest (stage files are not needed to read its task)."""
+    from e2e_depth_ros.model.stages import MANIFEST
+
+    path.mkdir()
+    data = {"task": task} if evidence is None else {"task": task, "task_evidence": evidence}
+    (path / MANIFEST).write_text(json.dumps(data))
+    return str(path)
+
+
+def test_an_export_folder_s_manifest_says_its_task_whatever_its_name(tmp_path):
+    model = _export_folder(tmp_path / "depth", "normals", "its README.md says task: normals")
+    assert task_from_files(model) == (
+        "normals", "its export manifest says task: normals, its README.md says task: normals")
+    assert "looks like a normals checkpoint (its export manifest says task: normals" in (
+        task_mismatch(model, "depth"))
+    assert task_mismatch(model, "normals") is None
+    older = _export_folder(tmp_path / "older", "depth")  # made before evidence was recorded
+    assert task_from_files(older) == ("depth", "its export manifest says task: depth")
+
+
+def test_task_warnings_cover_both_models_and_skip_the_disabled_one(tmp_path):
+    normals = _export_folder(tmp_path / "model", "normals")
+    warnings = task_warnings(normals, "none")
+    assert len(warnings) == 1 and warnings[0].startswith(f"depth_model {normals!r} looks like")
+    assert task_warnings("org/x-depth", "org/x-normals") == []

@@ -1,7 +1,9 @@
-"""The export manifest and the precision names (no torch needed)."""
+"""The export manifest, the precision names and the model layer's imports (no torch needed)."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +68,34 @@ def test_e2e_depth_export_subcommand_reaches_the_export_tool(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "usage: e2e-depth export" in out and "--format" in out and "--dynamic" in out
+
+
+def _model_layer_imports() -> dict[str, set[str]]:
+    """Each model/ module -> the model/ modules it imports, at module or function level."""
+    folder = Path(__file__).resolve().parents[1] / "e2e_depth_ros" / "model"
+    names = {path.stem for path in folder.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in names:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            found |= {t.rsplit(".", 1)[1] for t in targets
+                      if t.startswith("e2e_depth_ros.model.")} & names
+        graph[name] = found
+    return graph
+
+
+def test_the_model_layer_has_no_import_circle_even_through_function_level_imports():
+    graph = _model_layer_imports()
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+                   for nxt in graph[start])
+
+    circles = sorted(name for name in graph if reaches(name, name, {name}))
+    assert circles == [], f"model/ modules on an import circle: {circles}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from e2e_depth_ros.model.allocator import keep_cpu_buffers_mapped  # noqa: F401 - public name
+from e2e_depth_ros.model.quiet import quiet_model_libraries  # noqa: F401 - public name
 from e2e_depth_ros.errors import InputImageError
 from e2e_depth_ros.core.geometry import NormalConvention, normals_to_optical
 from e2e_depth_ros.model.stages import (BACKENDS, StageRunner, is_export_folder,
@@ -83,24 +83,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
             "float32 on CPUs; use dtype auto or float32"
         )
     return resolved
-
-
-def quiet_model_libraries() -> None:
-    """Silence hub/diffusers/transformers logs, warnings and "Loading weights" bars.
-
-    Failures still reach the user: the estimator turns them into one CheckpointError.
-    Process-wide; for the command-line tools, not for a library caller's process.
-    """
-    import diffusers.utils.logging as diffusers_logging
-    import huggingface_hub.utils.logging as hub_logging
-    import transformers.utils.logging as transformers_logging
-
-    warnings.filterwarnings("ignore", module="huggingface_hub")
-    hub_logging.set_verbosity_error()  # its "Retrying in 1s" lines on a machine offline
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
 
 
 def checked_batch(rgb: np.ndarray, processing_size, resolution: int) -> np.ndarray:

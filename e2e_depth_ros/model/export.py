@@ -11,6 +11,7 @@ are also what TensorRT takes (README, "TensorRT").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -23,9 +24,10 @@ from e2e_depth_ros.model.stages import MANIFEST, STAGES, Manifest
 
 FORMATS = ("onnx", "openvino")
 OPSET = 17
-# Bumped when the traced graphs change (2: sub-pixel upsampling in the decoder), so cached
-# conversions made by an older version are made again; older export folders still load.
-GRAPH_REVISION = 2
+# Bumped when the traced graphs or the manifest's meaning change (2: sub-pixel upsampling in
+# the decoder; 3: the task is the checkpoint's own, not the role it was first loaded for), so
+# cached conversions made by an older version are made again; older export folders still load.
+GRAPH_REVISION = 3
 # A dynamic export is traced at a size whose latent is not a multiple of 8, so the UNet's
 # shape-dependent upsampling is what the graph records: then every size runs, odd or not.
 _DYNAMIC_EXAMPLE = (88, 120)  # image (h, w) -> latent 11 x 15
@@ -42,18 +44,37 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def guess_task(checkpoint: str) -> str:
-    """A checkpoint named like a normals model is one; anything else is taken as depth."""
-    return "normals" if "normal" in Path(checkpoint).name.lower() else "depth"
+def judge_task(checkpoint: str, task: str | None = None) -> tuple[str, str]:
+    """(task, evidence) for the manifest: the checkpoint's own files, then ``task``, then its
+    name (model_args.task_of); refused when none of them says, or when ``task`` contradicts
+    the files (a manifest that says depth for a normals checkpoint publishes normals as depth).
+    """
+    from e2e_depth_ros.model.model_args import TASKS, task_from_files, task_of
+
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be depth or normals, got {task!r}")
+    found = task_from_files(checkpoint)
+    if found is not None and task is not None and found[0] != task:
+        raise ValueError(f"--task {task}, but {checkpoint} is a {found[0]} checkpoint "
+                         f"({found[1]}); drop --task or export the {task} checkpoint")
+    if found is None and task is not None:
+        found = (task, f"given as --task {task}")
+    found = found or task_of(checkpoint)
+    if found is None:
+        raise ValueError(f"{checkpoint}: neither its files nor its name say whether it is a "
+                         "depth or a normals checkpoint; pass --task depth or --task normals")
+    return found
 
 
 def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
                  size: tuple[int, int] | None = None, task: str | None = None,
-                 overwrite: bool = False) -> Manifest:
+                 overwrite: bool = False, task_evidence: str | None = None) -> Manifest:
     """Write the three stages of ``checkpoint`` and a manifest to ``out``; return the manifest.
 
     size: static (h, w) with batch 1 (what TensorRT builds fastest for), or None for dynamic
     batch, height and width. Weights stay float32; backends choose precision at run time.
+    task: what the checkpoint predicts, when its own files do not say (``judge_task``); with
+    ``task_evidence`` the caller has judged it already and both are written as given.
     """
     import torch
 
@@ -62,16 +83,10 @@ def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    task = task or guess_task(checkpoint)
-    if task not in ("depth", "normals"):
-        raise ValueError(f"task must be depth or normals, got {task!r}")
+    if task_evidence is None:
+        task, task_evidence = judge_task(checkpoint, task)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite or not (out / MANIFEST).is_file():
-            raise FileExistsError(
-                f"{out} exists and is not empty; choose a new folder"
-                + (" or pass --overwrite" if (out / MANIFEST).is_file() else "")
-            )
+    _check_target(out, overwrite)
     loaded = load_checkpoint(checkpoint, torch.float32)
     stages = {
         "encoder": EncoderStage(loaded.vae),
@@ -85,31 +100,74 @@ def export_model(checkpoint: str, out: str | Path, *, fmt: str = "onnx",
         "unet": torch.zeros(1, channels, (h + 7) // 8, (w + 7) // 8),
         "decoder": torch.zeros(1, channels, (h + 7) // 8, (w + 7) // 8),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    with tempfile.TemporaryDirectory(prefix="e2e-export-") as tmp:
-        for stage in STAGES:
-            onnx_path = _export_onnx(stages[stage], examples[stage], Path(tmp) / stage,
-                                     dynamic=size is None)
-            if fmt == "onnx":
-                files[stage] = _place_onnx(onnx_path, out, stage)
-            else:
-                files[stage] = _save_openvino(onnx_path, out, stage)
-    manifest = Manifest(
-        model=str(checkpoint),
-        task=task,
-        format=fmt,
-        scaling_factor=loaded.scaling_factor,
-        x0_coefficient=loaded.x0_coefficient,
-        timestep=loaded.timestep,
-        prediction_type=loaded.prediction_type,
-        vae_digest=weights_digest(loaded.vae),
-        latent_channels=channels,
-        size=tuple(size) if size else None,
-        files=files,
-    )
-    manifest.save(out)
+    with _staging(out) as staging:
+        files = {}
+        with tempfile.TemporaryDirectory(prefix=".onnx-", dir=staging) as tmp:
+            for stage in STAGES:
+                onnx_path = _export_onnx(stages[stage], examples[stage], Path(tmp) / stage,
+                                         dynamic=size is None)
+                if fmt == "onnx":
+                    files[stage] = _place_onnx(onnx_path, staging, stage)
+                else:
+                    files[stage] = _save_openvino(onnx_path, staging, stage)
+        manifest = Manifest(
+            model=str(checkpoint),
+            task=task,
+            task_evidence=task_evidence,
+            format=fmt,
+            scaling_factor=loaded.scaling_factor,
+            x0_coefficient=loaded.x0_coefficient,
+            timestep=loaded.timestep,
+            prediction_type=loaded.prediction_type,
+            vae_digest=weights_digest(loaded.vae),
+            latent_channels=channels,
+            size=tuple(size) if size else None,
+            files=files,
+        )
+        manifest.save(staging)
     return manifest
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds anything but an earlier export to replace (``overwrite``)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder; choose a new folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / MANIFEST).is_file():
+        raise FileExistsError(f"{out} exists, is not empty and holds no export; choose a new "
+                              f"folder (--overwrite replaces only an earlier export)")
+    if not overwrite:
+        raise FileExistsError(f"{out} holds an earlier export; choose a new folder or pass "
+                              "--overwrite to replace it")
+
+
+@contextlib.contextmanager
+def _staging(out: Path):
+    """A fresh folder beside ``out`` to write into; renamed to ``out`` when all went well.
+
+    All or nothing: a full disk, an error or Ctrl-C removes the staging folder and leaves
+    ``out`` as it was (no partial stage file that blocks the next run); an overwrite replaces
+    the whole folder, so files of an earlier export in another format do not stay behind.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / out.name)
+            staging.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(out)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(err.errno, f"writing the export to {out} failed ({err.strerror or err}); "
+                      f"nothing was written, {out} is as it was") from err
+    except BaseException:  # Ctrl-C included: clean up, then let the caller see it
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _export_onnx(module, example, folder: Path, *, dynamic: bool) -> Path:
@@ -193,6 +251,7 @@ def export_folder_for(model: str, fmt: str, task: str, cache_dir: Path | None,
                                   f"--format {fmt})")
         return Path(model).expanduser()
     from e2e_depth_ros.model.backend_torch import checkpoint_source
+    from e2e_depth_ros.model.model_args import task_of
 
     source, is_local = checkpoint_source(model)
     if not is_local:
@@ -207,10 +266,11 @@ def export_folder_for(model: str, fmt: str, task: str, cache_dir: Path | None,
         if folder.exists():
             shutil.rmtree(folder)  # an interrupted conversion of our own, in our cache
     log(f"converting {model} to {fmt} (once; cached in {folder})")
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    export_model(source, partial, fmt=fmt, task=task)
-    partial.rename(folder)
+    # The manifest says what the checkpoint is; the role it is loaded for decides only when
+    # its files and name are silent (the node and predict warn on a mismatch).
+    task, evidence = task_of(source) or task_of(model) or (
+        task, f"loaded as the {task} model; its files and name do not say")
+    export_model(source, folder, fmt=fmt, task=task, task_evidence=evidence)  # all or nothing
     return folder
 
 
@@ -230,17 +290,22 @@ def main(argv: list[str] | None = None) -> int:
     shape.add_argument("--dynamic", action="store_true",
                        help="dynamic batch, height and width (the default)")
     parser.add_argument("--task", choices=["depth", "normals"],
-                        help="what the model predicts (default: guessed from the name)")
+                        help="what the model predicts, when its files do not say (default: "
+                        "from its files, else its name)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier export in OUT")
     args = parser.parse_args(argv)
     try:
         size = parse_size(args.size) if args.size else None
-        from e2e_depth_ros.model.estimator import quiet_model_libraries
+        from e2e_depth_ros.model.quiet import quiet_model_libraries
 
         quiet_model_libraries()
         manifest = export_model(args.checkpoint, args.out, fmt=args.format, size=size,
                                 task=args.task, overwrite=args.overwrite)
+    except KeyboardInterrupt:  # the command's main only: the library cleans up and re-raises
+        print(f"e2e-depth export: interrupted; nothing was written to {args.out}",
+              file=sys.stderr)
+        return 130
     except ImportError as err:
         print(f"e2e-depth export: error: {err.name or err} is not installed; "
               "pip install 'e2e_depth_ros[backends]' (onnx, openvino)", file=sys.stderr)

@@ -1,5 +1,6 @@
 """How users name models: one spelling for "off", and what a checkpoint says it is (its
-files when it is a local folder that names its task, else its name).
+files when it is a local folder that names its task, an export's manifest included, else its
+name).
 
 Shared by the node, the CLI and the demo so ``none`` means the same everywhere.
 """
@@ -60,15 +61,34 @@ def _task_from_model_index(path: Path) -> tuple[str, str] | None:
     return next(iter(said.items())) if len(said) == 1 else None
 
 
+def _task_from_manifest(folder: Path) -> tuple[str, str] | None:
+    """(task, evidence) from an ``e2e-depth export`` folder's manifest, or None."""
+    from e2e_depth_ros.model.stages import MANIFEST
+
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    task = data.get("task") if isinstance(data, dict) else None
+    if task not in TASKS:
+        return None
+    judged = data.get("task_evidence")
+    return task, f"its export manifest says task: {task}" + (f", {judged}" if judged else "")
+
+
 def task_from_files(model: str) -> tuple[str, str] | None:
-    """(task, evidence) from a local checkpoint folder's own files, or None (a hub id, or
-    files that name no task): a Marigold pipeline's model_index.json, or the task line of a
-    tiny test checkpoint's README.md. Files beat the name: a folder can be renamed."""
+    """(task, evidence) from a local folder's own files, or None (a hub id, or files that
+    name no task): an export folder's manifest, a Marigold pipeline's model_index.json, or
+    the task line of a tiny test checkpoint's README.md. Files beat the name: a folder can
+    be renamed."""
+    from e2e_depth_ros.model.stages import is_export_folder
     from e2e_depth_ros.model.tiny_checkpoint import tiny_checkpoint_task
 
     folder = Path(model.strip()).expanduser()
     if not folder.is_dir():
         return None
+    if is_export_folder(folder):
+        return _task_from_manifest(folder)
     found = _task_from_model_index(folder / "model_index.json")
     if found is not None:
         return found
@@ -76,15 +96,23 @@ def task_from_files(model: str) -> tuple[str, str] | None:
     return (task, f"its README.md says task: {task}") if task else None
 
 
-def task_mismatch(model: str, expected: str) -> str | None:
-    """A warning when ``model`` (given as the ``expected`` task's model) is not one, or None.
-
-    The checkpoint's own files decide when they name a task; otherwise its name does.
-    """
+def task_of(model: str) -> tuple[str, str] | None:
+    """(task, evidence) for a checkpoint or export: its own files when they name a task,
+    else its name; None when neither says."""
     found = task_from_files(model)
     if found is None:
         said = task_from_name(model)
         found = (said, f"its name says {said}") if said else None
+    return found
+
+
+def task_mismatch(model: str, expected: str) -> str | None:
+    """A warning when ``model`` (given as the ``expected`` task's model) is not one, or None.
+
+    The checkpoint's own files (an export folder's manifest included) decide when they name
+    a task; otherwise its name does.
+    """
+    found = task_of(model)
     if found is None:
         return (f"cannot tell from its files or name whether {expected}_model {model!r} is "
                 f"a depth or a normals checkpoint; make sure it is a {expected} one")
@@ -93,3 +121,11 @@ def task_mismatch(model: str, expected: str) -> str | None:
         return (f"{expected}_model {model!r} looks like a {said} checkpoint ({evidence}): "
                 f"its output would be published as {expected}")
     return None
+
+
+def task_warnings(depth_model: str | None, normals_model: str | None) -> list[str]:
+    """``task_mismatch`` for both model arguments (None or "off" skipped): what the node,
+    ``e2e-depth predict`` and the demo warn before loading."""
+    given = {"depth": model_or_none(depth_model), "normals": model_or_none(normals_model)}
+    found = (task_mismatch(model, task) for task, model in given.items() if model)
+    return [text for text in found if text]

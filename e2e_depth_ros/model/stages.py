@@ -56,6 +56,9 @@ class Manifest:
     size: (h, w) the stages were exported for, or None when height, width and batch are
         dynamic. A static export has batch 1.
     vae_digest: a hash of the VAE weights; two models with the same digest share the encode.
+    task: what the checkpoint predicts, judged by the export from the checkpoint's own files
+        (then its name, or ``--task``); ``task_evidence`` says which, e.g. "its README.md says
+        task: normals" (empty in exports made before it was recorded).
     """
 
     model: str
@@ -69,6 +72,7 @@ class Manifest:
     latent_channels: int = 4
     size: tuple[int, int] | None = None
     normals_convention: str = "e2e_ft"
+    task_evidence: str = ""
     files: dict[str, str] = field(default_factory=dict)
     version: int = MANIFEST_VERSION
 
