@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from e2e_depth_ros.offline import cli
+from e2e_depth_ros.offline import cli, image_files
 
 
 @pytest.fixture()
@@ -235,7 +235,7 @@ def test_huge_image_is_refused_from_its_header_before_decoding(tiny_depth, tmp_p
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
 def test_image_size_is_read_from_the_file_header(suffix):
     ok, data = cv2.imencode(suffix, np.zeros((40, 56, 3), np.uint8))
-    assert cli.image_file_size(data.tobytes()) == (56, 40)
+    assert image_files.image_file_size(data.tobytes()) == (56, 40)
 
 
 def test_predict_says_when_a_checkpoint_is_a_tiny_random_one(tiny_depth, image_dir, tmp_path,
