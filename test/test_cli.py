@@ -150,6 +150,40 @@ def _predict(folder_or_file, out, tiny_depth, *extra):
                      "--processing-resolution", "64", *extra])
 
 
+def _png(height, width, seed=0):
+    """The bytes of a random (height, width) colour PNG."""
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def _predict_in_a_process(folder, out, tiny_depth, *extra):
+    """predict in a child process, so a crash of the interpreter fails the test instead of
+    ending the test run."""
+    return _run_module("predict", str(folder), "--out", str(out), "--depth-model", tiny_depth,
+                       "--normals-model", "none", "--device", "cpu", "--quiet",
+                       "--processing-resolution", "64", *extra)
+
+
+def test_a_file_name_that_is_not_utf8_is_read_written_and_named_without_crashing(
+        tiny_depth, tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / os.fsdecode(b"a\xff.png")).write_bytes(_png(40, 56))
+    (folder / os.fsdecode(b"c\xfe.png")).write_bytes(b"not a png at all")
+    (folder / "d.png").write_bytes(_png(24, 32))
+    out = tmp_path / "out"
+    result = _predict_in_a_process(folder, out, tiny_depth)
+    assert result.returncode == cli.EXIT_SOME_FAILED, result.stderr  # not -11 (SIGSEGV)
+    assert "Traceback" not in result.stderr
+    assert f"skipped {folder}/c\\xfe.png: not a readable image" in result.stderr
+    assert "wrote 2 of 3" in result.stdout and "failed 1: c\\xfe.png" in result.stdout
+    assert np.load(out / os.fsdecode(b"a\xff_depth.npy")).shape == (40, 56)
+    picture = (out / os.fsdecode(b"a\xff_depth.png")).read_bytes()
+    assert cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_UNCHANGED).shape == (40, 56)
+    assert (out / os.fsdecode(b"a\xff_depth_vis.png")).is_file()
+    assert np.load(out / "d_depth.npy").shape == (24, 32)
+
+
 def test_inputs_with_the_same_stem_keep_their_suffix_and_both_are_written(
         tiny_depth, tmp_path, capsys):
     folder = tmp_path / "same_stem"

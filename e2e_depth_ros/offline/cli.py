@@ -22,7 +22,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from e2e_depth_ros.offline.image_files import MIN_SIDE, ImageFileError, load_image
+from e2e_depth_ros.offline.image_files import (MIN_SIDE, ImageFileError, load_image, shown,
+                                               write_png)
 
 PROG = "e2e-depth"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -80,7 +81,7 @@ def _list_images(source: Path) -> list[Path]:
     if source.is_dir():
         return sorted(p for p in source.iterdir()
                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    raise UsageError(f"{source}: no such image file or folder")
+    raise UsageError(f"{shown(source)}: no such image file or folder")
 
 
 def _colorize(depth):
@@ -105,20 +106,13 @@ def _write_outputs(out: Path, stem: str, prediction) -> None:
         depth = prediction.depth.astype(np.float32)  # (H, W) affine-invariant, [0, 1]
         np.save(out / f"{stem}_depth.npy", depth)
         depth16 = np.rint(np.clip(depth, 0.0, 1.0) * 65535.0).astype(np.uint16)
-        _imwrite(out / f"{stem}_depth.png", depth16)
-        _imwrite(out / f"{stem}_depth_vis.png", _colorize(depth))
+        write_png(out / f"{stem}_depth.png", depth16)
+        write_png(out / f"{stem}_depth_vis.png", _colorize(depth))
     if prediction.normals is not None:
         normals = prediction.normals.astype(np.float32)  # (H, W, 3) optical frame, unit
         np.save(out / f"{stem}_normals.npy", normals)
         rgb = np.rint(np.clip((normals + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(np.uint8)
-        _imwrite(out / f"{stem}_normals.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
-def _imwrite(path: Path, image) -> None:
-    import cv2
-
-    if not cv2.imwrite(str(path), image):
-        raise UsageError(f"{path}: could not be written")
+        write_png(out / f"{stem}_normals.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def output_stems(images: list[Path]) -> dict[Path, str]:
@@ -129,8 +123,8 @@ def output_stems(images: list[Path]) -> dict[Path, str]:
              for p in images}
     clash = [s for s, n in Counter(stems.values()).items() if n > 1]
     if clash:
-        names = ", ".join(p.name for p, s in stems.items() if s == clash[0])
-        raise UsageError(f"inputs {names} would write the same outputs {clash[0]}_*; "
+        names = ", ".join(shown(p.name) for p, s in stems.items() if s == clash[0])
+        raise UsageError(f"inputs {names} would write the same outputs {shown(clash[0])}_*; "
                          "rename one of them")
     return stems
 
@@ -149,7 +143,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source = Path(args.input)
     images = _list_images(source)
     if not images:
-        raise UsageError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        raise UsageError(f"{shown(source)}: no images ({', '.join(IMAGE_SUFFIXES)}) in this "
+                         "folder")
     if args.max_pixels < MIN_SIDE * MIN_SIDE:
         raise UsageError(f"--max-pixels must be at least {MIN_SIDE * MIN_SIDE}, "
                          f"got {args.max_pixels}")
@@ -160,7 +155,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("both --depth-model and --normals-model are disabled; enable one")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"--out {shown(out)}: exists and is not a folder")
 
     from tqdm import tqdm
 
@@ -182,12 +177,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             rgb = load_image(path, args.max_pixels)
             prediction = estimator.predict(rgb)
         except (ImageFileError, InputImageError) as err:
-            tqdm.write(f"{PROG}: skipped {path}: {err}", file=sys.stderr)
-            failed.append(path.name)
+            tqdm.write(f"{PROG}: skipped {shown(path)}: {err}", file=sys.stderr)
+            failed.append(shown(path.name))
             continue
         _write_outputs(out, stems[path], prediction)
     done = len(images) - len(failed)
-    print(f"{PROG}: wrote {done} of {len(images)} image(s) to {out}"
+    print(f"{PROG}: wrote {done} of {len(images)} image(s) to {shown(out)}"
           + (f"; failed {len(failed)}: {', '.join(failed)}" if failed else ""))
     return EXIT_SOME_FAILED if failed else 0
 

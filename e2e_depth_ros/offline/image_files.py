@@ -1,12 +1,14 @@
-"""Image files for ``e2e-depth predict``: read, judge and decode one input file.
+"""Image files for ``e2e-depth predict``: read, judge and decode one input, write outputs.
 
-Files are read as bytes here and decoded with ``cv2.imdecode``; the size in the header is
-judged before decoding, so a 20000 x 20000 file is refused in microseconds instead of
-exhausting memory.
+OpenCV never sees a path: files are read and written as bytes here and decoded or encoded
+with ``cv2.imdecode`` / ``cv2.imencode`` (``cv2.imread`` and ``cv2.imwrite`` crash the
+interpreter on a name that is not valid UTF-8). The size in the header is judged before
+decoding, so a 20000 x 20000 file is refused in microseconds instead of exhausting memory.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -15,6 +17,23 @@ MIN_SIDE = 8  # estimator.MIN_SIDE (one latent pixel); literal so --help stays l
 
 class ImageFileError(Exception):
     """One input file that cannot be used; predict names it and goes on with the rest."""
+
+
+def shown(path: Path | str) -> str:
+    """A path as one readable line: bytes of a name that are not UTF-8 (a file from another
+    system) become \\xNN escapes, never surrogates, which a strict stdout cannot print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def write_png(path: Path, image) -> None:
+    """Encode ``image`` ((H, W) uint16 or (H, W, 3) uint8 BGR) as PNG; write it to ``path``."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"{shown(path)}: OpenCV could not encode a {image.dtype} array of "
+                         f"shape {image.shape} as PNG")
+    path.write_bytes(encoded.tobytes())
 
 
 def image_file_size(data: bytes) -> tuple[int, int] | None:
