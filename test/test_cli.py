@@ -184,6 +184,20 @@ def test_a_file_name_that_is_not_utf8_is_read_written_and_named_without_crashing
     assert np.load(out / "d_depth.npy").shape == (24, 32)
 
 
+def test_an_empty_file_is_skipped_by_name_and_the_folder_goes_on(tiny_depth, tmp_path,
+                                                                 capsys):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    (folder / "b.png").write_bytes(_png(40, 56))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
+    captured = capsys.readouterr()
+    assert f"skipped {folder / 'a.png'}: empty file (0 bytes)" in captured.err
+    assert "wrote 1 of 2" in captured.out and "failed 1: a.png" in captured.out
+    assert np.load(out / "b_depth.npy").shape == (40, 56) and not list(out.glob("a_*"))
+
+
 def test_inputs_with_the_same_stem_keep_their_suffix_and_both_are_written(
         tiny_depth, tmp_path, capsys):
     folder = tmp_path / "same_stem"

@@ -89,13 +89,19 @@ def load_image(path: Path, max_pixels: int):
         data = path.read_bytes()
     except OSError as err:
         raise ImageFileError(f"cannot be read ({err.strerror or err})") from err
+    if not data:
+        raise ImageFileError("empty file (0 bytes)")
     size = image_file_size(data)
     if size is not None:
         _check_size(*size, max_pixels)
     problem = _truncation(data)
     if problem:
         raise ImageFileError(problem)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as err:  # OpenCV asserts instead of returning None on some inputs
+        said = str(err).strip().rpartition("error: ")[2]
+        raise ImageFileError(f"not a readable image (OpenCV: {said})") from err
     if bgr is None:
         raise ImageFileError("not a readable image")
     if size is None:
