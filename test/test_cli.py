@@ -222,19 +222,45 @@ def test_output_names_that_would_still_clash_are_refused_before_any_work(tmp_pat
         cli.output_stems(images)
 
 
-def test_truncated_jpeg_is_refused_by_name_and_never_reaches_libjpeg(tiny_depth, tmp_path,
-                                                                     capfd):
+def _jpeg(height, width, seed=0, *, progressive=False):
+    """The bytes of a random (height, width) colour JPEG, baseline or progressive."""
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])[1] \
+        .tobytes()
+
+
+@pytest.mark.parametrize("ending", [b"", b"\xff\xd9"], ids=["cut", "cut_then_end_marker"])
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_a_truncated_jpeg_is_refused_by_decoding_it_and_libjpeg_s_complaint_is_not_leaked(
+        progressive, ending, tiny_depth, tmp_path, capfd):
     folder = tmp_path / "truncated"
     folder.mkdir()
-    rng = np.random.default_rng(2)
-    ok, data = cv2.imencode(".jpg", rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    (folder / "cut.jpg").write_bytes(data.tobytes()[: data.size // 2])
-    cv2.imwrite(str(folder / "whole.jpg"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    data = _jpeg(48, 64, progressive=progressive)
+    (folder / "cut.jpg").write_bytes(data[:len(data) // 3] + ending)  # a third, maybe + FF D9
+    (folder / "whole.jpg").write_bytes(_jpeg(48, 64, seed=1, progressive=progressive))
     out = tmp_path / "out"
     assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
     captured = capfd.readouterr()  # file-descriptor level: libjpeg writes to fd 2 itself
-    assert "Premature end of JPEG file" not in captured.err
-    assert f"skipped {folder / 'cut.jpg'}: truncated JPEG" in captured.err
+    assert f"skipped {folder / 'cut.jpg'}: truncated or corrupt JPEG" in captured.err
+    assert [line for line in captured.err.splitlines()
+            if "JPEG" in line and not line.startswith("e2e-depth: skipped ")] == []
+    assert "wrote 1 of 2" in captured.out
+    assert (out / "whole_depth.npy").is_file() and not (out / "cut_depth.npy").exists()
+
+
+@pytest.mark.parametrize("ending", [b"", b"\x00\x00\x00\x00IEND\xaeB`\x82"],
+                         ids=["cut", "cut_then_end_chunk"])
+def test_a_truncated_png_is_refused_by_decoding_it(ending, tiny_depth, tmp_path, capfd):
+    folder = tmp_path / "truncated"
+    folder.mkdir()
+    data = _png(48, 64)
+    (folder / "cut.png").write_bytes(data[:len(data) // 3] + ending)
+    (folder / "whole.png").write_bytes(_png(48, 64, seed=1))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
+    err = capfd.readouterr().err
+    assert f"skipped {folder / 'cut.png'}: not a readable image" in err
+    assert [line for line in err.splitlines() if "PNG" in line and "skipped" not in line] == []
     assert (out / "whole_depth.npy").is_file() and not (out / "cut_depth.npy").exists()
 
 

@@ -10,7 +10,7 @@
 Heavy imports (torch, diffusers, the estimator) happen inside the commands, so ``--help``
 is instant. Every expected failure prints one line ``e2e-depth: error: <message>`` to
 stderr and exits with code 2; no tracebacks. ``predict`` goes on past an input it cannot
-use (unreadable, truncated, too small, too large), names each on one stderr line, and
+use (empty, unreadable, truncated, too small, too large), names each on one stderr line, and
 exits with code 1 when any input failed.
 """
 
@@ -174,12 +174,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed: list[str] = []
     for path in tqdm(images, desc=PROG, unit="img", disable=args.quiet):
         try:
-            rgb = load_image(path, args.max_pixels)
-            prediction = estimator.predict(rgb)
+            image = load_image(path, args.max_pixels)
+            prediction = estimator.predict(image.rgb)
         except (ImageFileError, InputImageError) as err:
             tqdm.write(f"{PROG}: skipped {shown(path)}: {err}", file=sys.stderr)
             failed.append(shown(path.name))
             continue
+        for line in image.decoder_said:  # kept, but said once and with the file's name
+            tqdm.write(f"{PROG}: note: {shown(path)}: the decoder said: {line}", file=sys.stderr)
         _write_outputs(out, stems[path], prediction)
     done = len(images) - len(failed)
     print(f"{PROG}: wrote {done} of {len(images)} image(s) to {shown(out)}"

@@ -9,8 +9,13 @@ decoding, so a 20000 x 20000 file is refused in microseconds instead of exhausti
 from __future__ import annotations
 
 import os
+import re
 import struct
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MIN_SIDE = 8  # estimator.MIN_SIDE (one latent pixel); literal so --help stays light
 
@@ -70,20 +75,29 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _truncation(data: bytes) -> str | None:
-    """Why an encoded file is cut short, or None. libjpeg decodes a truncated JPEG as a
-    half-grey picture (and prints a line naming no file), so that is refused up front."""
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-        return "truncated JPEG (no end-of-image marker): refused, not decoded"
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
-        return "truncated PNG (no IEND chunk): refused, not decoded"
-    return None
+# What libjpeg prints when a JPEG's data ends before its picture does, or is damaged: it then
+# fills the rest with grey and returns the picture as if it were whole (a cut file with its
+# end marker FF D9 put back decodes without any error), so these lines refuse the file.
+JPEG_DAMAGE = ("Premature end of JPEG file", "Corrupt JPEG data")
+# OpenCV's own log prefix, "[ WARN:0@0.018] global grfmt_png.cpp:793 readFromStreamOrBuffer "
+_OPENCV_LOG_PREFIX = re.compile(r"^\[\s*\w+:[^\]]*\]\s+(?:global\s+)?\S+:\d+\s+\S+\s+")
 
 
-def load_image(path: Path, max_pixels: int):
-    """(H, W, 3) uint8 RGB of one file, or ImageFileError saying why not."""
+@dataclass(frozen=True)
+class ImageFile:
+    """One decoded input file."""
+
+    rgb: Any  # (H, W, 3) uint8 RGB
+    decoder_said: tuple[str, ...]  # what the decoder printed that did not refuse the file
+
+
+def load_image(path: Path, max_pixels: int) -> ImageFile:
+    """One file decoded, or ImageFileError saying why not.
+
+    The file is judged by decoding it in full, not by its last bytes: a JPEG is refused when
+    libjpeg says its data is incomplete or damaged (JPEG_DAMAGE).
+    """
     import cv2
-    import numpy as np
 
     try:
         data = path.read_bytes()
@@ -94,19 +108,45 @@ def load_image(path: Path, max_pixels: int):
     size = image_file_size(data)
     if size is not None:
         _check_size(*size, max_pixels)
-    problem = _truncation(data)
-    if problem:
-        raise ImageFileError(problem)
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        bgr, said = _decode(data)
     except cv2.error as err:  # OpenCV asserts instead of returning None on some inputs
         said = str(err).strip().rpartition("error: ")[2]
         raise ImageFileError(f"not a readable image (OpenCV: {said})") from err
+    damage = [line for line in said if line.startswith(JPEG_DAMAGE)]
+    if damage:
+        raise ImageFileError(f"truncated or corrupt JPEG (libjpeg: {damage[0]}): refused, its "
+                             "missing part would be decoded as grey")
     if bgr is None:
-        raise ImageFileError("not a readable image")
+        kind = "truncated or corrupt JPEG" if data[:2] == b"\xff\xd8" else "not a readable image"
+        raise ImageFileError(f"{kind} (" + ("; ".join(said) or "the decoder gave up") + ")")
     if size is None:
         _check_size(bgr.shape[1], bgr.shape[0], max_pixels)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3) uint8 RGB
+    return ImageFile(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), tuple(said))
+
+
+def _decode(data: bytes) -> tuple[Any, list[str]]:
+    """(BGR picture or None, the lines the decoder printed while decoding ``data``).
+
+    libjpeg, libpng and OpenCV print their complaints on file descriptor 2 themselves, naming
+    no file; it points at a temporary file for the call, so that the file can be judged by
+    what they said and named. Not thread-safe: predict decodes on one thread.
+    """
+    import cv2
+    import numpy as np
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        said = sink.read().decode("utf-8", "replace").splitlines()
+    return bgr, [_OPENCV_LOG_PREFIX.sub("", line).strip() for line in said if line.strip()]
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
