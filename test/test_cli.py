@@ -198,6 +198,59 @@ def test_an_empty_file_is_skipped_by_name_and_the_folder_goes_on(tiny_depth, tmp
     assert np.load(out / "b_depth.npy").shape == (40, 56) and not list(out.glob("a_*"))
 
 
+def test_a_second_run_over_the_same_folder_never_reads_the_first_run_s_outputs(
+        tiny_depth, tiny_normals, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "s.png").write_bytes(_png(40, 56))
+    args = ["--depth-model", tiny_depth, "--normals-model", tiny_normals, "--device", "cpu",
+            "--quiet", "--processing-resolution", "64"]
+    assert cli.main(["predict", str(folder), "--out", str(folder), *args]) == 0
+    assert (folder / "s_depth.png").is_file() and (folder / "s_normals.png").is_file()
+    capsys.readouterr()
+    assert cli.main(["predict", str(folder), "--out", str(tmp_path / "again"), *args]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 1 of 1" in captured.out
+    assert f"not reading 3 earlier outputs of predict in {folder}" in captured.err
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [
+        "s_depth.npy", "s_depth.png", "s_depth_vis.png", "s_normals.npy", "s_normals.png"]
+
+
+def test_a_picture_named_like_an_output_without_its_npy_is_an_input_and_never_replaced(
+        tiny_depth, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "s.png").write_bytes(_png(40, 56))
+    (folder / "s_depth.png").write_bytes(_png(24, 32, seed=1))  # the user's own picture
+    assert _predict(folder, folder, tiny_depth, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("e2e-depth: error: ")
+    assert f"{folder / 's_depth.png'} is an input, and the outputs of s.png would replace " \
+        "it; choose another --out" in err
+    assert (folder / "s_depth.png").read_bytes() == _png(24, 32, seed=1)
+    assert sorted(p.name for p in folder.iterdir()) == ["s.png", "s_depth.png"]
+
+
+def test_outputs_of_an_earlier_run_are_refused_before_any_model_loads_unless_overwrite(
+        tiny_depth, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "s.png").write_bytes(_png(40, 56))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == 0
+    first = (out / "s_depth.npy").read_bytes()
+    (out / "s_depth.npy").write_bytes(b"an earlier result")
+    capsys.readouterr()
+    # a model that cannot load: the refusal has to come first
+    assert _predict(folder, out, str(tmp_path / "no_such_model")) == 2
+    err = capsys.readouterr().err
+    assert err == f"e2e-depth: error: {out / 's_depth.npy'} (and 2 more) exists (an earlier " \
+        "run?); pass --overwrite to replace, or choose another --out\n"
+    assert (out / "s_depth.npy").read_bytes() == b"an earlier result"
+    assert _predict(folder, out, tiny_depth, "--overwrite") == 0
+    assert (out / "s_depth.npy").read_bytes() == first
+
+
 def test_inputs_with_the_same_stem_keep_their_suffix_and_both_are_written(
         tiny_depth, tmp_path, capsys):
     folder = tmp_path / "same_stem"

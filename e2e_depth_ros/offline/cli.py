@@ -1,7 +1,7 @@
 """``e2e-depth``: the package's one console command.
 
     e2e-depth predict IMG_OR_DIR --out DIR [--depth-model M] [--normals-model M]
-                      [--max-pixels N]
+                      [--max-pixels N] [--overwrite]
     e2e-depth evaluate BAG --image-topic T ... --out DIR     (e2e_depth_ros.offline.evaluate)
     e2e-depth demo [--tiny | --depth-model M --normals-model M]  (e2e_depth_ros.offline.demo)
     e2e-depth tiny-checkpoint OUT --task depth|normals [--seed N] [--size tiny|mid|real]
@@ -20,6 +20,7 @@ import argparse
 import importlib
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from e2e_depth_ros.offline.image_files import (MIN_SIDE, ImageFileError, load_image, shown,
@@ -74,14 +75,65 @@ def _model_arg(value: str) -> str | None:
     return model_or_none(value)
 
 
-def _list_images(source: Path) -> list[Path]:
-    """The image file itself, or every image in a folder (sorted, not recursive)."""
+# What predict writes for each input, per model: the endings after the output stem. The .npy
+# comes first: the pictures are drawn from it, and a picture beside its .npy is how an earlier
+# run's output is told from an input.
+OUTPUTS = {"depth": ("_depth.npy", "_depth.png", "_depth_vis.png"),
+           "normals": ("_normals.npy", "_normals.png")}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What predict found at IMG_OR_DIR."""
+
+    images: list[Path]  # sorted; the inputs
+    earlier_outputs: list[Path]  # pictures an earlier run wrote into the folder: not read
+
+
+def list_inputs(source: Path) -> Inputs:
+    """The image file itself, or every image in a folder (sorted, not recursive) except the
+    pictures an earlier run of predict wrote there (is_earlier_output)."""
     if source.is_file():
-        return [source]
-    if source.is_dir():
-        return sorted(p for p in source.iterdir()
-                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    raise UsageError(f"{shown(source)}: no such image file or folder")
+        return Inputs([source], [])
+    if not source.is_dir():
+        raise UsageError(f"{shown(source)}: no such image file or folder")
+    found = sorted(p for p in source.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    earlier = {p for p in found if is_earlier_output(p)}
+    return Inputs([p for p in found if p not in earlier], sorted(earlier))
+
+
+def is_earlier_output(path: Path) -> bool:
+    """True for a picture predict writes (<stem>_depth.png, _depth_vis.png, _normals.png)
+    lying beside the .npy written with it (<stem>_depth.npy, <stem>_normals.npy)."""
+    for array, *pictures in OUTPUTS.values():
+        for ending in pictures:
+            stem = path.name[:-len(ending)]
+            if path.name.endswith(ending) and stem and (path.parent / (stem + array)).is_file():
+                return True
+    return False
+
+
+def check_outputs(out: Path, stems: dict[Path, str], tasks: list[str], *,
+                  overwrite: bool) -> None:
+    """Refuse, before any model loads, an output that would replace an input (always), a
+    link or folder (always) or a file an earlier run left in --out (unless ``overwrite``)."""
+    inputs = {p.resolve() for p in stems}
+    existing = []
+    for image, stem in stems.items():
+        for path in (out / (stem + ending) for task in tasks for ending in OUTPUTS[task]):
+            if path.resolve() in inputs:
+                raise UsageError(f"{shown(path)} is an input, and the outputs of "
+                                 f"{shown(image.name)} would replace it; choose another --out")
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise UsageError(f"{shown(path)} exists and is not a file predict wrote; move "
+                                 "it away or choose another --out")
+            if path.exists():
+                existing.append(path)
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{shown(existing[0])}{more} exists (an earlier run?); pass "
+                         "--overwrite to replace, or choose another --out")
 
 
 def _colorize(depth):
@@ -98,21 +150,23 @@ def _colorize(depth):
 
 
 def _write_outputs(out: Path, stem: str, prediction) -> None:
-    """Write <stem>_depth.{png,npy}, <stem>_depth_vis.png, <stem>_normals.{png,npy}."""
+    """Write the OUTPUTS of one input: <stem>_depth.{npy,png}, <stem>_depth_vis.png,
+    <stem>_normals.{npy,png}."""
     import cv2
     import numpy as np
 
     if prediction.depth is not None:
+        array, picture, vis = (out / (stem + ending) for ending in OUTPUTS["depth"])
         depth = prediction.depth.astype(np.float32)  # (H, W) affine-invariant, [0, 1]
-        np.save(out / f"{stem}_depth.npy", depth)
-        depth16 = np.rint(np.clip(depth, 0.0, 1.0) * 65535.0).astype(np.uint16)
-        write_png(out / f"{stem}_depth.png", depth16)
-        write_png(out / f"{stem}_depth_vis.png", _colorize(depth))
+        np.save(array, depth)
+        write_png(picture, np.rint(np.clip(depth, 0.0, 1.0) * 65535.0).astype(np.uint16))
+        write_png(vis, _colorize(depth))
     if prediction.normals is not None:
+        array, picture = (out / (stem + ending) for ending in OUTPUTS["normals"])
         normals = prediction.normals.astype(np.float32)  # (H, W, 3) optical frame, unit
-        np.save(out / f"{stem}_normals.npy", normals)
+        np.save(array, normals)
         rgb = np.rint(np.clip((normals + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(np.uint8)
-        write_png(out / f"{stem}_normals.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        write_png(picture, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def output_stems(images: list[Path]) -> dict[Path, str]:
@@ -141,10 +195,12 @@ def tiny_notes(*models: str | None, prog: str = PROG) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run the estimator on an image or a folder of images and write the outputs."""
     source = Path(args.input)
-    images = _list_images(source)
+    inputs = list_inputs(source)
+    images = inputs.images
     if not images:
         raise UsageError(f"{shown(source)}: no images ({', '.join(IMAGE_SUFFIXES)}) in this "
-                         "folder")
+                         "folder" + (f", only {len(inputs.earlier_outputs)} earlier outputs "
+                                     "of predict" if inputs.earlier_outputs else ""))
     if args.max_pixels < MIN_SIDE * MIN_SIDE:
         raise UsageError(f"--max-pixels must be at least {MIN_SIDE * MIN_SIDE}, "
                          f"got {args.max_pixels}")
@@ -156,6 +212,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {shown(out)}: exists and is not a folder")
+    tasks = [task for task, model in (("depth", depth_model), ("normals", normals_model))
+             if model is not None]
+    check_outputs(out, stems, tasks, overwrite=args.overwrite)
+    if inputs.earlier_outputs:
+        print(f"{PROG}: note: not reading {len(inputs.earlier_outputs)} earlier outputs of "
+              f"predict in {shown(source)} (pictures beside their .npy)", file=sys.stderr)
 
     from tqdm import tqdm
 
@@ -218,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(float32, affine-invariant in [0, 1], small = near), <stem>_depth_vis.png, "
         "<stem>_normals.png ((n + 1) / 2 * 255, optical frame) and <stem>_normals.npy; "
         "inputs sharing a stem (x.jpg, x.png) are written as x_jpg_*, x_png_*. Inputs that "
-        "cannot be used are named and skipped; the exit code is then 1.")
+        "cannot be used are named and skipped; the exit code is then 1. Pictures an earlier "
+        "run wrote into the folder (beside their .npy) are not read; outputs already in --out "
+        "are refused unless --overwrite.")
     predict.add_argument("input", metavar="IMG_OR_DIR",
                          help="an image, or a folder of png/jpg/jpeg/bmp/tif images")
     predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -244,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                          help="refuse images with more pixels, judged from the file header "
                          "before decoding (default: %(default)s)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace outputs an earlier run left in --out (without it, "
+                         "predict refuses to start)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 
