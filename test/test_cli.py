@@ -1,5 +1,6 @@
 """The ``e2e-depth`` command line: outputs on disk, one-line errors, exit codes."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -249,6 +250,33 @@ def test_outputs_of_an_earlier_run_are_refused_before_any_model_loads_unless_ove
     assert (out / "s_depth.npy").read_bytes() == b"an earlier result"
     assert _predict(folder, out, tiny_depth, "--overwrite") == 0
     assert (out / "s_depth.npy").read_bytes() == first
+
+
+def test_a_folder_of_hostile_files_writes_every_good_image_and_names_each_bad_one_once(
+        tiny_depth, tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    good = {os.fsdecode(b"a\xff.png"): (40, 56), "b.jpg": (48, 64), "c.png": (24, 32)}
+    for name, (height, width) in good.items():
+        encode = _jpeg if name.endswith(".jpg") else _png
+        (folder / name).write_bytes(encode(height, width, seed=len(name)))
+    cut = _jpeg(48, 64, seed=5)
+    bad = {"empty.png": b"", "cut.jpg": cut[:len(cut) // 3] + b"\xff\xd9",
+           os.fsdecode(b"d\xfe.png"): b"not a png at all"}
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    out = tmp_path / "out"
+    result = _predict_in_a_process(folder, out, tiny_depth)
+    assert result.returncode == cli.EXIT_SOME_FAILED, result.stderr
+    assert "Traceback" not in result.stderr
+    assert all(line.startswith("e2e-depth: ") for line in result.stderr.splitlines())
+    for name in bad:
+        shown = image_files.shown(name)
+        assert len([line for line in result.stderr.splitlines() if shown in line]) == 1, shown
+        assert not list(out.glob(glob.escape(name.rpartition(".")[0]) + "_*"))
+    for name, shape in good.items():
+        assert np.load(out / (name.rpartition(".")[0] + "_depth.npy")).shape == shape
+    assert "wrote 3 of 6" in result.stdout
 
 
 def test_inputs_with_the_same_stem_keep_their_suffix_and_both_are_written(
