@@ -1,5 +1,6 @@
 """The ``e2e-depth`` command line: outputs on disk, one-line errors, exit codes."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from e2e_depth_ros.offline import cli
+from e2e_depth_ros.offline import cli, image_files
 
 
 @pytest.fixture()
@@ -150,6 +151,134 @@ def _predict(folder_or_file, out, tiny_depth, *extra):
                      "--processing-resolution", "64", *extra])
 
 
+def _png(height, width, seed=0):
+    """The bytes of a random (height, width) colour PNG."""
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def _predict_in_a_process(folder, out, tiny_depth, *extra):
+    """predict in a child process, so a crash of the interpreter fails the test instead of
+    ending the test run."""
+    return _run_module("predict", str(folder), "--out", str(out), "--depth-model", tiny_depth,
+                       "--normals-model", "none", "--device", "cpu", "--quiet",
+                       "--processing-resolution", "64", *extra)
+
+
+def test_a_file_name_that_is_not_utf8_is_read_written_and_named_without_crashing(
+        tiny_depth, tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / os.fsdecode(b"a\xff.png")).write_bytes(_png(40, 56))
+    (folder / os.fsdecode(b"c\xfe.png")).write_bytes(b"not a png at all")
+    (folder / "d.png").write_bytes(_png(24, 32))
+    out = tmp_path / "out"
+    result = _predict_in_a_process(folder, out, tiny_depth)
+    assert result.returncode == cli.EXIT_SOME_FAILED, result.stderr  # not -11 (SIGSEGV)
+    assert "Traceback" not in result.stderr
+    assert f"skipped {folder}/c\\xfe.png: not a readable image" in result.stderr
+    assert "wrote 2 of 3" in result.stdout and "failed 1: c\\xfe.png" in result.stdout
+    assert np.load(out / os.fsdecode(b"a\xff_depth.npy")).shape == (40, 56)
+    picture = (out / os.fsdecode(b"a\xff_depth.png")).read_bytes()
+    assert cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_UNCHANGED).shape == (40, 56)
+    assert (out / os.fsdecode(b"a\xff_depth_vis.png")).is_file()
+    assert np.load(out / "d_depth.npy").shape == (24, 32)
+
+
+def test_an_empty_file_is_skipped_by_name_and_the_folder_goes_on(tiny_depth, tmp_path,
+                                                                 capsys):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    (folder / "b.png").write_bytes(_png(40, 56))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
+    captured = capsys.readouterr()
+    assert f"skipped {folder / 'a.png'}: empty file (0 bytes)" in captured.err
+    assert "wrote 1 of 2" in captured.out and "failed 1: a.png" in captured.out
+    assert np.load(out / "b_depth.npy").shape == (40, 56) and not list(out.glob("a_*"))
+
+
+def test_a_second_run_over_the_same_folder_never_reads_the_first_run_s_outputs(
+        tiny_depth, tiny_normals, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "s.png").write_bytes(_png(40, 56))
+    args = ["--depth-model", tiny_depth, "--normals-model", tiny_normals, "--device", "cpu",
+            "--quiet", "--processing-resolution", "64"]
+    assert cli.main(["predict", str(folder), "--out", str(folder), *args]) == 0
+    assert (folder / "s_depth.png").is_file() and (folder / "s_normals.png").is_file()
+    capsys.readouterr()
+    assert cli.main(["predict", str(folder), "--out", str(tmp_path / "again"), *args]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 1 of 1" in captured.out
+    assert f"not reading 3 earlier outputs of predict in {folder}" in captured.err
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [
+        "s_depth.npy", "s_depth.png", "s_depth_vis.png", "s_normals.npy", "s_normals.png"]
+
+
+def test_a_picture_named_like_an_output_without_its_npy_is_an_input_and_never_replaced(
+        tiny_depth, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "s.png").write_bytes(_png(40, 56))
+    (folder / "s_depth.png").write_bytes(_png(24, 32, seed=1))  # the user's own picture
+    assert _predict(folder, folder, tiny_depth, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("e2e-depth: error: ")
+    assert f"{folder / 's_depth.png'} is an input, and the outputs of s.png would replace " \
+        "it; choose another --out" in err
+    assert (folder / "s_depth.png").read_bytes() == _png(24, 32, seed=1)
+    assert sorted(p.name for p in folder.iterdir()) == ["s.png", "s_depth.png"]
+
+
+def test_outputs_of_an_earlier_run_are_refused_before_any_model_loads_unless_overwrite(
+        tiny_depth, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "s.png").write_bytes(_png(40, 56))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == 0
+    first = (out / "s_depth.npy").read_bytes()
+    (out / "s_depth.npy").write_bytes(b"an earlier result")
+    capsys.readouterr()
+    # a model that cannot load: the refusal has to come first
+    assert _predict(folder, out, str(tmp_path / "no_such_model")) == 2
+    err = capsys.readouterr().err
+    assert err == f"e2e-depth: error: {out / 's_depth.npy'} (and 2 more) exists (an earlier " \
+        "run?); pass --overwrite to replace, or choose another --out\n"
+    assert (out / "s_depth.npy").read_bytes() == b"an earlier result"
+    assert _predict(folder, out, tiny_depth, "--overwrite") == 0
+    assert (out / "s_depth.npy").read_bytes() == first
+
+
+def test_a_folder_of_hostile_files_writes_every_good_image_and_names_each_bad_one_once(
+        tiny_depth, tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    good = {os.fsdecode(b"a\xff.png"): (40, 56), "b.jpg": (48, 64), "c.png": (24, 32)}
+    for name, (height, width) in good.items():
+        encode = _jpeg if name.endswith(".jpg") else _png
+        (folder / name).write_bytes(encode(height, width, seed=len(name)))
+    cut = _jpeg(48, 64, seed=5)
+    bad = {"empty.png": b"", "cut.jpg": cut[:len(cut) // 3] + b"\xff\xd9",
+           os.fsdecode(b"d\xfe.png"): b"not a png at all"}
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    out = tmp_path / "out"
+    result = _predict_in_a_process(folder, out, tiny_depth)
+    assert result.returncode == cli.EXIT_SOME_FAILED, result.stderr
+    assert "Traceback" not in result.stderr
+    assert all(line.startswith("e2e-depth: ") for line in result.stderr.splitlines())
+    for name in bad:
+        shown = image_files.shown(name)
+        assert len([line for line in result.stderr.splitlines() if shown in line]) == 1, shown
+        assert not list(out.glob(glob.escape(name.rpartition(".")[0]) + "_*"))
+    for name, shape in good.items():
+        assert np.load(out / (name.rpartition(".")[0] + "_depth.npy")).shape == shape
+    assert "wrote 3 of 6" in result.stdout
+
+
 def test_inputs_with_the_same_stem_keep_their_suffix_and_both_are_written(
         tiny_depth, tmp_path, capsys):
     folder = tmp_path / "same_stem"
@@ -174,19 +303,45 @@ def test_output_names_that_would_still_clash_are_refused_before_any_work(tmp_pat
         cli.output_stems(images)
 
 
-def test_truncated_jpeg_is_refused_by_name_and_never_reaches_libjpeg(tiny_depth, tmp_path,
-                                                                     capfd):
+def _jpeg(height, width, seed=0, *, progressive=False):
+    """The bytes of a random (height, width) colour JPEG, baseline or progressive."""
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])[1] \
+        .tobytes()
+
+
+@pytest.mark.parametrize("ending", [b"", b"\xff\xd9"], ids=["cut", "cut_then_end_marker"])
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_a_truncated_jpeg_is_refused_by_decoding_it_and_libjpeg_s_complaint_is_not_leaked(
+        progressive, ending, tiny_depth, tmp_path, capfd):
     folder = tmp_path / "truncated"
     folder.mkdir()
-    rng = np.random.default_rng(2)
-    ok, data = cv2.imencode(".jpg", rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    (folder / "cut.jpg").write_bytes(data.tobytes()[: data.size // 2])
-    cv2.imwrite(str(folder / "whole.jpg"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    data = _jpeg(48, 64, progressive=progressive)
+    (folder / "cut.jpg").write_bytes(data[:len(data) // 3] + ending)  # a third, maybe + FF D9
+    (folder / "whole.jpg").write_bytes(_jpeg(48, 64, seed=1, progressive=progressive))
     out = tmp_path / "out"
     assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
     captured = capfd.readouterr()  # file-descriptor level: libjpeg writes to fd 2 itself
-    assert "Premature end of JPEG file" not in captured.err
-    assert f"skipped {folder / 'cut.jpg'}: truncated JPEG" in captured.err
+    assert f"skipped {folder / 'cut.jpg'}: truncated or corrupt JPEG" in captured.err
+    assert [line for line in captured.err.splitlines()
+            if "JPEG" in line and not line.startswith("e2e-depth: skipped ")] == []
+    assert "wrote 1 of 2" in captured.out
+    assert (out / "whole_depth.npy").is_file() and not (out / "cut_depth.npy").exists()
+
+
+@pytest.mark.parametrize("ending", [b"", b"\x00\x00\x00\x00IEND\xaeB`\x82"],
+                         ids=["cut", "cut_then_end_chunk"])
+def test_a_truncated_png_is_refused_by_decoding_it(ending, tiny_depth, tmp_path, capfd):
+    folder = tmp_path / "truncated"
+    folder.mkdir()
+    data = _png(48, 64)
+    (folder / "cut.png").write_bytes(data[:len(data) // 3] + ending)
+    (folder / "whole.png").write_bytes(_png(48, 64, seed=1))
+    out = tmp_path / "out"
+    assert _predict(folder, out, tiny_depth) == cli.EXIT_SOME_FAILED
+    err = capfd.readouterr().err
+    assert f"skipped {folder / 'cut.png'}: not a readable image" in err
+    assert [line for line in err.splitlines() if "PNG" in line and "skipped" not in line] == []
     assert (out / "whole_depth.npy").is_file() and not (out / "cut_depth.npy").exists()
 
 
@@ -235,7 +390,7 @@ def test_huge_image_is_refused_from_its_header_before_decoding(tiny_depth, tmp_p
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
 def test_image_size_is_read_from_the_file_header(suffix):
     ok, data = cv2.imencode(suffix, np.zeros((40, 56, 3), np.uint8))
-    assert cli.image_file_size(data.tobytes()) == (56, 40)
+    assert image_files.image_file_size(data.tobytes()) == (56, 40)
 
 
 def test_predict_says_when_a_checkpoint_is_a_tiny_random_one(tiny_depth, image_dir, tmp_path,

@@ -1,7 +1,7 @@
 """``e2e-depth``: the package's one console command.
 
     e2e-depth predict IMG_OR_DIR --out DIR [--depth-model M] [--normals-model M]
-                      [--max-pixels N]
+                      [--max-pixels N] [--overwrite]
     e2e-depth evaluate BAG --image-topic T ... --out DIR     (e2e_depth_ros.offline.evaluate)
     e2e-depth demo [--tiny | --depth-model M --normals-model M]  (e2e_depth_ros.offline.demo)
     e2e-depth tiny-checkpoint OUT --task depth|normals [--seed N] [--size tiny|mid|real]
@@ -10,7 +10,7 @@
 Heavy imports (torch, diffusers, the estimator) happen inside the commands, so ``--help``
 is instant. Every expected failure prints one line ``e2e-depth: error: <message>`` to
 stderr and exits with code 2; no tracebacks. ``predict`` goes on past an input it cannot
-use (unreadable, truncated, too small, too large), names each on one stderr line, and
+use (empty, unreadable, truncated, too small, too large), names each on one stderr line, and
 exits with code 1 when any input failed.
 """
 
@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import struct
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+
+from e2e_depth_ros.offline.image_files import (MIN_SIDE, ImageFileError, load_image, shown,
+                                               write_png)
 
 PROG = "e2e-depth"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 50_000_000  # a 48 MP phone photo fits; 20000 x 20000 does not
-MIN_SIDE = 8  # estimator.MIN_SIDE (one latent pixel); literal so --help stays light
 EXIT_SOME_FAILED = 1
 # Subcommands whose own module parses the rest of the line: name -> (module with
 # ``main(argv) -> int``, one-line help).
@@ -66,10 +68,6 @@ class UsageError(Exception):
     """A command-line argument that names something unusable (a missing path, ...)."""
 
 
-class ImageFileError(Exception):
-    """One input file that cannot be used; predict names it and goes on with the rest."""
-
-
 def _model_arg(value: str) -> str | None:
     """A model argument; "" or "none" (any case) disables that model."""
     from e2e_depth_ros.model.model_args import model_or_none
@@ -77,14 +75,65 @@ def _model_arg(value: str) -> str | None:
     return model_or_none(value)
 
 
-def _list_images(source: Path) -> list[Path]:
-    """The image file itself, or every image in a folder (sorted, not recursive)."""
+# What predict writes for each input, per model: the endings after the output stem. The .npy
+# comes first: the pictures are drawn from it, and a picture beside its .npy is how an earlier
+# run's output is told from an input.
+OUTPUTS = {"depth": ("_depth.npy", "_depth.png", "_depth_vis.png"),
+           "normals": ("_normals.npy", "_normals.png")}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What predict found at IMG_OR_DIR."""
+
+    images: list[Path]  # sorted; the inputs
+    earlier_outputs: list[Path]  # pictures an earlier run wrote into the folder: not read
+
+
+def list_inputs(source: Path) -> Inputs:
+    """The image file itself, or every image in a folder (sorted, not recursive) except the
+    pictures an earlier run of predict wrote there (is_earlier_output)."""
     if source.is_file():
-        return [source]
-    if source.is_dir():
-        return sorted(p for p in source.iterdir()
-                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    raise UsageError(f"{source}: no such image file or folder")
+        return Inputs([source], [])
+    if not source.is_dir():
+        raise UsageError(f"{shown(source)}: no such image file or folder")
+    found = sorted(p for p in source.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    earlier = {p for p in found if is_earlier_output(p)}
+    return Inputs([p for p in found if p not in earlier], sorted(earlier))
+
+
+def is_earlier_output(path: Path) -> bool:
+    """True for a picture predict writes (<stem>_depth.png, _depth_vis.png, _normals.png)
+    lying beside the .npy written with it (<stem>_depth.npy, <stem>_normals.npy)."""
+    for array, *pictures in OUTPUTS.values():
+        for ending in pictures:
+            stem = path.name[:-len(ending)]
+            if path.name.endswith(ending) and stem and (path.parent / (stem + array)).is_file():
+                return True
+    return False
+
+
+def check_outputs(out: Path, stems: dict[Path, str], tasks: list[str], *,
+                  overwrite: bool) -> None:
+    """Refuse, before any model loads, an output that would replace an input (always), a
+    link or folder (always) or a file an earlier run left in --out (unless ``overwrite``)."""
+    inputs = {p.resolve() for p in stems}
+    existing = []
+    for image, stem in stems.items():
+        for path in (out / (stem + ending) for task in tasks for ending in OUTPUTS[task]):
+            if path.resolve() in inputs:
+                raise UsageError(f"{shown(path)} is an input, and the outputs of "
+                                 f"{shown(image.name)} would replace it; choose another --out")
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise UsageError(f"{shown(path)} exists and is not a file predict wrote; move "
+                                 "it away or choose another --out")
+            if path.exists():
+                existing.append(path)
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{shown(existing[0])}{more} exists (an earlier run?); pass "
+                         "--overwrite to replace, or choose another --out")
 
 
 def _colorize(depth):
@@ -101,28 +150,23 @@ def _colorize(depth):
 
 
 def _write_outputs(out: Path, stem: str, prediction) -> None:
-    """Write <stem>_depth.{png,npy}, <stem>_depth_vis.png, <stem>_normals.{png,npy}."""
+    """Write the OUTPUTS of one input: <stem>_depth.{npy,png}, <stem>_depth_vis.png,
+    <stem>_normals.{npy,png}."""
     import cv2
     import numpy as np
 
     if prediction.depth is not None:
+        array, picture, vis = (out / (stem + ending) for ending in OUTPUTS["depth"])
         depth = prediction.depth.astype(np.float32)  # (H, W) affine-invariant, [0, 1]
-        np.save(out / f"{stem}_depth.npy", depth)
-        depth16 = np.rint(np.clip(depth, 0.0, 1.0) * 65535.0).astype(np.uint16)
-        _imwrite(out / f"{stem}_depth.png", depth16)
-        _imwrite(out / f"{stem}_depth_vis.png", _colorize(depth))
+        np.save(array, depth)
+        write_png(picture, np.rint(np.clip(depth, 0.0, 1.0) * 65535.0).astype(np.uint16))
+        write_png(vis, _colorize(depth))
     if prediction.normals is not None:
+        array, picture = (out / (stem + ending) for ending in OUTPUTS["normals"])
         normals = prediction.normals.astype(np.float32)  # (H, W, 3) optical frame, unit
-        np.save(out / f"{stem}_normals.npy", normals)
+        np.save(array, normals)
         rgb = np.rint(np.clip((normals + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(np.uint8)
-        _imwrite(out / f"{stem}_normals.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
-def _imwrite(path: Path, image) -> None:
-    import cv2
-
-    if not cv2.imwrite(str(path), image):
-        raise UsageError(f"{path}: could not be written")
+        write_png(picture, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def output_stems(images: list[Path]) -> dict[Path, str]:
@@ -133,90 +177,10 @@ def output_stems(images: list[Path]) -> dict[Path, str]:
              for p in images}
     clash = [s for s, n in Counter(stems.values()).items() if n > 1]
     if clash:
-        names = ", ".join(p.name for p, s in stems.items() if s == clash[0])
-        raise UsageError(f"inputs {names} would write the same outputs {clash[0]}_*; "
+        names = ", ".join(shown(p.name) for p, s in stems.items() if s == clash[0])
+        raise UsageError(f"inputs {names} would write the same outputs {shown(clash[0])}_*; "
                          "rename one of them")
     return stems
-
-
-def image_file_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG, JPEG, BMP or TIFF header, without decoding; None when
-    the header cannot be read (the decoder then judges the file)."""
-    from e2e_depth_ros.core.input_checks import compressed_size  # PNG and JPEG, as the node reads
-
-    size = compressed_size(data)
-    if size is not None:
-        return size
-    if data[:2] == b"BM" and len(data) >= 26:
-        width, height = struct.unpack("<ii", data[18:26])
-        return abs(width), abs(height)
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return _tiff_size(data)
-    return None
-
-
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """ImageWidth (256) and ImageLength (257) of the first IFD."""
-    order = "<" if data[:2] == b"II" else ">"
-    try:
-        (ifd,) = struct.unpack(order + "I", data[4:8])
-        (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
-        found = {}
-        for i in range(count):
-            entry = data[ifd + 2 + 12 * i:ifd + 14 + 12 * i]
-            tag, kind = struct.unpack(order + "HH", entry[:4])
-            if tag in (256, 257):
-                fmt = "H" if kind == 3 else "I"
-                found[tag] = struct.unpack(order + fmt, entry[8:8 + struct.calcsize(fmt)])[0]
-        return (found[256], found[257]) if len(found) == 2 else None
-    except (struct.error, KeyError):
-        return None
-
-
-def _truncation(data: bytes) -> str | None:
-    """Why an encoded file is cut short, or None. libjpeg decodes a truncated JPEG as a
-    half-grey picture (and prints a line naming no file), so that is refused up front."""
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-        return "truncated JPEG (no end-of-image marker): refused, not decoded"
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
-        return "truncated PNG (no IEND chunk): refused, not decoded"
-    return None
-
-
-def load_image(path: Path, max_pixels: int):
-    """(H, W, 3) uint8 RGB of one file, or ImageFileError saying why not.
-
-    Size limits are judged from the header before decoding, so a 20000 x 20000 file is
-    refused in microseconds instead of exhausting memory.
-    """
-    import cv2
-    import numpy as np
-
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ImageFileError(f"cannot be read ({err.strerror or err})") from err
-    size = image_file_size(data)
-    if size is not None:
-        _check_size(*size, max_pixels)
-    problem = _truncation(data)
-    if problem:
-        raise ImageFileError(problem)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageFileError("not a readable image")
-    if size is None:
-        _check_size(bgr.shape[1], bgr.shape[0], max_pixels)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3) uint8 RGB
-
-
-def _check_size(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise ImageFileError(f"{width}x{height} is {width * height} pixels, over --max-pixels "
-                             f"{max_pixels}: refused before decoding")
-    if width < MIN_SIDE or height < MIN_SIDE:
-        raise ImageFileError(f"{width}x{height} is too small: each side must be at least "
-                             f"{MIN_SIDE} px")
 
 
 def tiny_notes(*models: str | None, prog: str = PROG) -> list[str]:
@@ -231,9 +195,12 @@ def tiny_notes(*models: str | None, prog: str = PROG) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run the estimator on an image or a folder of images and write the outputs."""
     source = Path(args.input)
-    images = _list_images(source)
+    inputs = list_inputs(source)
+    images = inputs.images
     if not images:
-        raise UsageError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        raise UsageError(f"{shown(source)}: no images ({', '.join(IMAGE_SUFFIXES)}) in this "
+                         "folder" + (f", only {len(inputs.earlier_outputs)} earlier outputs "
+                                     "of predict" if inputs.earlier_outputs else ""))
     if args.max_pixels < MIN_SIDE * MIN_SIDE:
         raise UsageError(f"--max-pixels must be at least {MIN_SIDE * MIN_SIDE}, "
                          f"got {args.max_pixels}")
@@ -248,7 +215,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"--out {shown(out)}: exists and is not a folder")
+    tasks = [task for task, model in (("depth", depth_model), ("normals", normals_model))
+             if model is not None]
+    check_outputs(out, stems, tasks, overwrite=args.overwrite)
+    if inputs.earlier_outputs:
+        print(f"{PROG}: note: not reading {len(inputs.earlier_outputs)} earlier outputs of "
+              f"predict in {shown(source)} (pictures beside their .npy)", file=sys.stderr)
 
     from tqdm import tqdm
 
@@ -267,15 +240,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed: list[str] = []
     for path in tqdm(images, desc=PROG, unit="img", disable=args.quiet):
         try:
-            rgb = load_image(path, args.max_pixels)
-            prediction = estimator.predict(rgb)
+            image = load_image(path, args.max_pixels)
+            prediction = estimator.predict(image.rgb)
         except (ImageFileError, InputImageError) as err:
-            tqdm.write(f"{PROG}: skipped {path}: {err}", file=sys.stderr)
-            failed.append(path.name)
+            tqdm.write(f"{PROG}: skipped {shown(path)}: {err}", file=sys.stderr)
+            failed.append(shown(path.name))
             continue
+        for line in image.decoder_said:  # kept, but said once and with the file's name
+            tqdm.write(f"{PROG}: note: {shown(path)}: the decoder said: {line}", file=sys.stderr)
         _write_outputs(out, stems[path], prediction)
     done = len(images) - len(failed)
-    print(f"{PROG}: wrote {done} of {len(images)} image(s) to {out}"
+    print(f"{PROG}: wrote {done} of {len(images)} image(s) to {shown(out)}"
           + (f"; failed {len(failed)}: {', '.join(failed)}" if failed else ""))
     return EXIT_SOME_FAILED if failed else 0
 
@@ -309,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(float32, affine-invariant in [0, 1], small = near), <stem>_depth_vis.png, "
         "<stem>_normals.png ((n + 1) / 2 * 255, optical frame) and <stem>_normals.npy; "
         "inputs sharing a stem (x.jpg, x.png) are written as x_jpg_*, x_png_*. Inputs that "
-        "cannot be used are named and skipped; the exit code is then 1.")
+        "cannot be used are named and skipped; the exit code is then 1. Pictures an earlier "
+        "run wrote into the folder (beside their .npy) are not read; outputs already in --out "
+        "are refused unless --overwrite.")
     predict.add_argument("input", metavar="IMG_OR_DIR",
                          help="an image, or a folder of png/jpg/jpeg/bmp/tif images")
     predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -335,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                          help="refuse images with more pixels, judged from the file header "
                          "before decoding (default: %(default)s)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace outputs an earlier run left in --out (without it, "
+                         "predict refuses to start)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 
