@@ -137,15 +137,9 @@ def check_outputs(out: Path, stems: dict[Path, str], tasks: list[str], *,
 
 
 def _colorize(depth):
-    """bgr8 picture of depth: messages.colorize_depth when present, else TURBO on [0, 1]."""
-    import cv2
-    import numpy as np
+    """bgr8 picture of depth for people, as the node's depth/image_vis draws it."""
+    from e2e_depth_ros.core.visualize import colorize_depth
 
-    try:
-        from e2e_depth_ros.ros.messages import colorize_depth
-    except ImportError:
-        levels = np.rint(np.clip(depth, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)
     return colorize_depth(depth)
 
 
