@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from e2e_depth_ros.core.geometry import PinholeCamera, unproject_depth
-from e2e_depth_ros.core.scale import ScaleFilter, ScaleFit, ScaleState, fit_samples, lidar_pixels
+from e2e_depth_ros.core.scale import ScaleFilter, ScaleFit, ScaleState, fit_samples
+from e2e_depth_ros.core.scale_sources import SOURCE_NAMES, LidarPoints, ScaleReference
 
 from e2e_depth_ros.core.depth_model import ItemPrediction
 
@@ -65,9 +66,9 @@ class FrameResult:
     points: np.ndarray | None = None  # float32 (h, w, 3) after decimation, NaN invalid
     points_rgb: np.ndarray | None = None  # uint8 (h, w, 3)
     points_normals: np.ndarray | None = None  # float32 (h, w, 3)
-    scale_source: str = "none"  # "fixed", "lidar" or "none"
-    scale_state: ScaleState | None = None  # the LiDAR filter after this frame
-    fit: ScaleFit | None = None  # this frame's own LiDAR fit, before smoothing
+    scale_source: str = "none"  # "fixed", "lidar", "depth", "ground" or "none"
+    scale_state: ScaleState | None = None  # the scale filter after this frame
+    fit: ScaleFit | None = None  # this frame's own fit, before smoothing
     notes: list[str] = field(default_factory=list)  # why an output was skipped
     pictures: dict[str, np.ndarray] = field(default_factory=dict)  # drawn on the device
 
@@ -103,12 +104,20 @@ class Frame:
     camera: PinholeCamera | None = None
     lidar_points: np.ndarray | None = None  # (N, 3) in the camera optical frame
     needs: Needs = Needs()
-    stream: str = ""  # which camera: each has its own LiDAR scale filter
+    stream: str = ""  # which camera: each has its own scale filter
+    reference: ScaleReference | None = None  # another metric reference (scale_sources)
+
+    @property
+    def scale_reference(self) -> ScaleReference | None:
+        """This frame's metric reference: ``reference``, else its LiDAR points."""
+        if self.reference is not None:
+            return self.reference
+        return LidarPoints(self.lidar_points) if self.lidar_points is not None else None
 
     @property
     def wants_depth(self) -> bool:
         return (self.needs.relative or self.needs.metric or self.needs.points
-                or self.lidar_points is not None)
+                or self.scale_reference is not None)
 
     @property
     def wants_normals(self) -> bool:
@@ -126,6 +135,7 @@ class FrameProcessor:
         self.estimator = estimator
         self.config = config or ProcessingConfig()
         self._filters: dict[str, ScaleFilter] = {}
+        self._sources: dict[str, str] = {}  # per stream, the source of its filter's fits
         if finisher == "auto":
             make = getattr(estimator, "device_finisher", None)
             finisher = make() if callable(make) else None
@@ -252,8 +262,7 @@ class FrameProcessor:
 
         relative = result.relative
         scale, shift = self._scale(result, lambda index: relative.reshape(-1)[index],
-                                   relative.shape, frame.stamp, camera, frame.lidar_points,
-                                   frame.stream)
+                                   relative.shape, frame, camera, pred.normals)
         if scale is None or not want_metric:
             return result
         metric = (np.float32(scale) * result.relative + np.float32(shift)).astype(np.float32)
@@ -284,7 +293,7 @@ class FrameProcessor:
         if relative is not None:
             scale, shift = self._scale(
                 result, lambda index: self.finisher.samples(relative, index),
-                tuple(relative.shape), frame.stamp, camera, frame.lidar_points, frame.stream)
+                tuple(relative.shape), frame, camera)
         if not (needs.metric or needs.points):
             scale = None
         arrays = self.finisher.finish(
@@ -306,10 +315,11 @@ class FrameProcessor:
                 result.points_rgb = np.ascontiguousarray(frame.rgb[::step, ::step])
         return result
 
-    def _scale(self, result: FrameResult, values_at, shape: tuple[int, int], stamp: float,
-               camera: PinholeCamera | None, lidar_points: np.ndarray | None, stream: str
+    def _scale(self, result: FrameResult, values_at, shape: tuple[int, int], frame: Frame,
+               camera: PinholeCamera | None, normals: np.ndarray | None = None
                ) -> tuple[float | None, float | None]:
-        """(scale, shift) of this frame: the user's fixed map, else the LiDAR filter.
+        """(scale, shift) of this frame: the user's fixed map, else the scale filter fed by
+        the frame's reference (LiDAR, sensor depth or the ground plane).
 
         ``values_at(flat_index)``: the relative depth at those pixels (the map itself may
         stay on the model's device).
@@ -318,24 +328,26 @@ class FrameProcessor:
         if cfg.fixed_scale > 0:
             result.scale_source = "fixed"
             return cfg.fixed_scale, cfg.fixed_shift
-        if lidar_points is not None and camera is not None:
-            pixels = lidar_pixels(lidar_points, camera.projection, shape,
-                                  min_range=cfg.lidar_min_range)
-            if isinstance(pixels, ScaleFit):
-                result.fit = pixels
+        reference = frame.scale_reference
+        if reference is not None:
+            pairs = reference.pairs(camera, shape, min_range=cfg.lidar_min_range,
+                                    normals=normals)
+            if isinstance(pairs, ScaleFit):
+                result.fit = pairs
             else:
-                index, z = pixels
                 result.fit = fit_samples(
-                    values_at(index), z, min_points=cfg.lidar_min_points,
+                    values_at(pairs.index), pairs.depth, min_points=cfg.lidar_min_points,
                     min_inlier_ratio=cfg.lidar_min_inlier_ratio,
                     inlier_threshold=cfg.lidar_inlier_threshold,
-                    min_depth_span=cfg.lidar_min_depth_span)
-            result.scale_state = self.filter_for(stream).update(result.fit, stamp)
+                    min_depth_span=cfg.lidar_min_depth_span,
+                    source=SOURCE_NAMES.get(reference.source, reference.source))
+            result.scale_state = self.filter_for(frame.stream).update(result.fit, frame.stamp)
+            self._sources[frame.stream] = reference.source
         else:
-            result.scale_state = self.filter_for(stream).state(stamp)
+            result.scale_state = self.filter_for(frame.stream).state(frame.stamp)
         state = result.scale_state
         if state.usable and state.scale is not None and math.isfinite(state.scale):
-            result.scale_source = "lidar"
+            result.scale_source = self._sources.get(frame.stream, "lidar")  # held: its source
             return state.scale, state.shift
         return None, None
 

@@ -43,9 +43,9 @@ class ScaleFit:
         return (np.float32(self.scale) * relative + np.float32(self.shift)).astype(np.float32)
 
 
-def _refused(reason: str, candidates: int = 0, *, scale: float = float("nan"),
-             shift: float = float("nan"), inliers: int = 0, rmse: float = float("nan")
-             ) -> ScaleFit:
+def refused(reason: str, candidates: int = 0, *, scale: float = float("nan"),
+            shift: float = float("nan"), inliers: int = 0, rmse: float = float("nan")
+            ) -> ScaleFit:
     return ScaleFit(False, float(scale), float(shift), int(inliers), float(rmse),
                     int(candidates), reason)
 
@@ -223,11 +223,11 @@ def lidar_pixels(points_cam: np.ndarray, P: np.ndarray, shape: tuple[int, int], 
     _check_points(points_cam, P)
     points = np.asarray(points_cam, dtype=np.float64)
     if points.shape[0] == 0:
-        return _refused("empty LiDAR cloud")
+        return refused("empty LiDAR cloud")
     zbuf, n_front = _zbuffer(points, P, shape, min_range)
     if n_front == 0:
-        return _refused(f"no LiDAR point in front of the camera (z > {min_range} m) "
-                        f"of {points.shape[0]}")
+        return refused(f"no LiDAR point in front of the camera (z > {min_range} m) "
+                       f"of {points.shape[0]}")
     nearest = _local_minimum(zbuf, edge_window)
     keep = np.isfinite(zbuf) & (zbuf <= nearest * np.float32(1.0 + edge_margin))
     index = np.flatnonzero(keep)
@@ -236,17 +236,18 @@ def lidar_pixels(points_cam: np.ndarray, P: np.ndarray, shape: tuple[int, int], 
 
 def fit_samples(relative: np.ndarray, z: np.ndarray, *, min_points: int = 10,
                 min_inlier_ratio: float = 0.3, inlier_threshold: float = 0.05,
-                iterations: int = 200, seed: int = 0, min_depth_span: float = 0.05
-                ) -> ScaleFit:
-    """The fit of ``fit_depth_to_lidar`` on the relative depth at ``lidar_pixels``."""
+                iterations: int = 200, seed: int = 0, min_depth_span: float = 0.05,
+                source: str = "LiDAR") -> ScaleFit:
+    """The fit of ``fit_depth_to_lidar`` on the relative depth at the pixels a scale source
+    gave (``lidar_pixels``, ``scale_sources``); ``source`` names them in a refusal."""
     _check_options(min_points, iterations, inlier_threshold)
     finite = np.isfinite(relative)
     rel = np.asarray(relative, dtype=np.float64)[finite]
     z = np.asarray(z, dtype=np.float64)[finite]
     candidates = rel.size
     if candidates < min_points:
-        return _refused(f"{candidates} valid LiDAR points in the image, need >= {min_points}",
-                        candidates)
+        return refused(f"{candidates} valid {source} points in the image, need >= "
+                       f"{min_points}", candidates)
     s, t = _ransac(rel, z, inlier_threshold, iterations, np.random.default_rng(seed))
     for _ in range(2):  # least squares on the RANSAC inliers, then once more on its own
         mask = _inliers(rel, z, s, t, inlier_threshold)
@@ -258,35 +259,35 @@ def fit_samples(relative: np.ndarray, z: np.ndarray, *, min_points: int = 10,
         s, t = s_ls, t_ls
     return _judge(rel, z, s, t, candidates, min_points=min_points,
                   min_inlier_ratio=min_inlier_ratio, threshold=inlier_threshold,
-                  min_depth_span=min_depth_span)
+                  min_depth_span=min_depth_span, source=source)
 
 
 def _judge(rel: np.ndarray, z: np.ndarray, s: float, t: float, candidates: int, *,
            min_points: int, min_inlier_ratio: float, threshold: float,
-           min_depth_span: float) -> ScaleFit:
+           min_depth_span: float, source: str) -> ScaleFit:
     """The final ScaleFit: accepted, or refused with the first failed check as reason."""
     if not (np.isfinite(s) and np.isfinite(t)):
-        return _refused("relative depth has no spread over the LiDAR pixels", candidates)
+        return refused(f"relative depth has no spread over the {source} pixels", candidates)
     mask = _inliers(rel, z, s, t, threshold)
     inliers = int(np.count_nonzero(mask))
     rmse = float(np.sqrt(np.mean(np.square(s * rel[mask] + t - z[mask])))) if inliers else \
         float("nan")
     values = dict(scale=s, shift=t, inliers=inliers, rmse=rmse)
     if s <= 0:
-        return _refused(f"scale {s:.4g} <= 0 (relative depth not increasing with distance)",
-                        candidates, **values)
+        return refused(f"scale {s:.4g} <= 0 (relative depth not increasing with distance)",
+                       candidates, **values)
     if inliers < min_points:
-        return _refused(f"{inliers} inliers of {candidates}, need >= {min_points}",
-                        candidates, **values)
+        return refused(f"{inliers} inliers of {candidates}, need >= {min_points}",
+                       candidates, **values)
     if inliers < min_inlier_ratio * candidates:
-        return _refused(f"inlier ratio {inliers / candidates:.2f} < {min_inlier_ratio}",
-                        candidates, **values)
+        return refused(f"inlier ratio {inliers / candidates:.2f} < {min_inlier_ratio}",
+                       candidates, **values)
     near, far = np.percentile(z[mask], [5.0, 95.0])
     if far < near * (1.0 + min_depth_span):
-        return _refused(f"scale unobservable: the inliers span only {near:.4g}..{far:.4g} m "
-                        f"({(far / near - 1.0) * 100:.2g} % of depth, need >= "
-                        f"{min_depth_span * 100:.3g} %; one surface square to the camera?)",
-                        candidates, **values)
+        return refused(f"scale unobservable: the inliers span only {near:.4g}..{far:.4g} m "
+                       f"({(far / near - 1.0) * 100:.2g} % of depth, need >= "
+                       f"{min_depth_span * 100:.3g} %; one surface square to the camera?)",
+                       candidates, **values)
     return ScaleFit(True, s, t, inliers, rmse, candidates, "")
 
 
