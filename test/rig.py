@@ -118,6 +118,7 @@ class Rig:
         self.peer = Node(f"rig_{next(_names)}", namespace=namespace)
         image_type = CompressedImage if compressed else Image
         self.image_pubs, self.info_pubs, self.lidar_pubs = {}, {}, {}
+        self.depth_pubs, self.depth_info_pubs = {}, {}  # an RGB-D camera's depth stream
         for cam in cameras:
             self.image_pubs[cam] = self.peer.create_publisher(
                 image_type, camera_topic(cam, "image/compressed" if compressed else "image"),
@@ -126,6 +127,10 @@ class Rig:
                 CameraInfo, camera_topic(cam, "camera_info"), 10)
             self.lidar_pubs[cam] = self.peer.create_publisher(
                 PointCloud2, camera_topic(cam, "points_lidar"), 10)
+            self.depth_pubs[cam] = self.peer.create_publisher(
+                Image, camera_topic(cam, "sensor_depth/image"), 10)
+            self.depth_info_pubs[cam] = self.peer.create_publisher(
+                CameraInfo, camera_topic(cam, "sensor_depth/camera_info"), 10)
         self.image_pub, self.info_pub, self.lidar_pub = (
             pubs[cameras[0]] for pubs in (self.image_pubs, self.info_pubs, self.lidar_pubs))
         self.received: dict[str, list] = {camera_topic(cam, topic): []
@@ -207,10 +212,12 @@ class Rig:
 
     def send(self, rgb: np.ndarray | None, stamp_ns: int, *, camera: PinholeCamera | None = None,
              lidar: np.ndarray | None = None, lidar_frame: str = "lidar", image=None,
-             cam: str | None = None, frame_id: str = "camera_optical") -> None:
+             cam: str | None = None, frame_id: str = "camera_optical", sensor_depth=None,
+             sensor_depth_info=None) -> None:
         """Publish camera_info and LiDAR first, so they are there when the image is.
 
-        ``cam`` picks the rig camera (default: the first); ``frame_id`` the image's frame.
+        ``cam`` picks the rig camera (default: the first); ``frame_id`` the image's frame;
+        ``sensor_depth`` (+ its camera_info) an RGB-D depth Image of the same stamp.
         """
         cam = self._first if cam is None else cam
         if camera is not None:
@@ -218,6 +225,12 @@ class Rig:
         if lidar is not None:
             self.lidar_pubs[cam].publish(lidar_cloud(lidar, stamp_ns, lidar_frame))
             self._wait_received(self.node_under_test.stream(cam).clouds, stamp_ns)
+        if sensor_depth is not None:
+            if sensor_depth_info is not None:
+                self.depth_info_pubs[cam].publish(sensor_depth_info)
+                self._wait_received(self.node_under_test.stream(cam).sensor_infos, stamp_ns)
+            self.depth_pubs[cam].publish(sensor_depth)
+            self._wait_received(self.node_under_test.stream(cam).sensor_depths, stamp_ns)
         if image is None:
             image = messages.build_image(Image, header(stamp_ns, frame_id), rgb, "rgb8")
         self.image_pubs[cam].publish(image)

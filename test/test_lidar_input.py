@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from e2e_depth_ros.core.geometry import quaternion_to_matrix
-from e2e_depth_ros.ros.lidar_input import (LidarProblem, StaticExtrinsic, lidar_points,
+from e2e_depth_ros.ros.lidar_input import (InputProblem, StaticExtrinsic, lidar_points,
                                            lidar_transform)
 from plain_msgs import TYPES, cloud, header
 
@@ -50,7 +50,7 @@ def test_without_tf2_the_static_extrinsic_of_that_frame_is_used():
 def test_no_transform_at_all_names_both_frames_and_the_tf2_error(lookup, says):
     problem = lidar_transform("velodyne", "camera_optical", header(0).stamp, lookup=lookup,
                               extrinsic=LIDAR_TO_OPTICAL)
-    assert isinstance(problem, LidarProblem) and problem.kind == "lidar_transform"
+    assert isinstance(problem, InputProblem) and problem.kind == "lidar_transform"
     assert "'velodyne'" in problem.text and "'camera_optical'" in problem.text
     assert says.replace("lidar ->", "velodyne ->") in problem.text
     assert "static extrinsic is for 'lidar'" in problem.text
@@ -61,5 +61,5 @@ def test_an_unreadable_cloud_is_a_cloud_problem():
     bad.fields = [TYPES["sensor_msgs/msg/PointField"](name="intensity", offset=0, datatype=7,
                                                       count=1)]
     problem = lidar_points(bad, "camera_optical", lookup=None, extrinsic=NONE)
-    assert isinstance(problem, LidarProblem) and problem.kind == "lidar_cloud"
+    assert isinstance(problem, InputProblem) and problem.kind == "lidar_cloud"
     assert problem.text.startswith("unusable LiDAR cloud: ")

@@ -106,6 +106,7 @@ class Frame:
     needs: Needs = Needs()
     stream: str = ""  # which camera: each has its own scale filter
     reference: ScaleReference | None = None  # another metric reference (scale_sources)
+    scale_source: str = "auto"  # auto: fixed map if set, else the reference; or SOURCES
 
     @property
     def scale_reference(self) -> ScaleReference | None:
@@ -324,10 +325,12 @@ class FrameProcessor:
         ``values_at(flat_index)``: the relative depth at those pixels (the map itself may
         stay on the model's device).
         """
-        cfg = self.config
-        if cfg.fixed_scale > 0:
+        cfg, choice = self.config, frame.scale_source
+        if choice in ("auto", "fixed") and cfg.fixed_scale > 0:
             result.scale_source = "fixed"
             return cfg.fixed_scale, cfg.fixed_shift
+        if choice in ("none", "fixed"):  # fixed without a fixed_scale: nothing metric
+            return None, None
         reference = frame.scale_reference
         if reference is not None:
             pairs = reference.pairs(camera, shape, min_range=cfg.lidar_min_range,

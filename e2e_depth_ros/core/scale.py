@@ -368,7 +368,7 @@ class ScaleFilter:
         self._fit: ScaleFit | None = None
         self._accepted_at: float | None = None
         self._latest_accepted = False
-        self._note = "no LiDAR fit yet"
+        self._note = "no fit yet"
         self._jumps: list[ScaleFit] = []
 
     def update(self, fit: ScaleFit, stamp: float) -> ScaleState:

@@ -48,6 +48,18 @@ class ScaleReference(Protocol):
 
 
 @dataclass(frozen=True)
+class Unavailable:
+    """A source with nothing usable this frame (no transform, no message): the reason goes
+    through the filter like a refused fit, so diagnostics say why metric depth stopped."""
+
+    reason: str
+    source: str
+
+    def pairs(self, camera, shape, *, min_range, normals=None):
+        return refused(self.reason)
+
+
+@dataclass(frozen=True)
 class LidarPoints:
     """A LiDAR cloud already in the camera optical frame, (N, 3) metres."""
 

@@ -40,6 +40,7 @@ class NodeView:
     dropped: int  # frames of this camera replaced by a newer one before the model ran
     metric_wanted: bool  # someone subscribes to a metric output that is enabled
     wall_clock_s: float  # ROS time now, the scale filter's clock before any stamp arrived
+    scale_source: str = "lidar"  # this camera's source, auto resolved (scale_inputs)
 
 
 def scale_summary(stream: Stream, now: float, view: NodeView
@@ -48,16 +49,23 @@ def scale_summary(stream: Stream, now: float, view: NodeView
     stamp = stream.stats.clock_stamp(now)
     scale = view.processor.scale_state(stamp if stamp is not None else view.wall_clock_s,
                                        stream.name)
-    if view.processor.config.fixed_scale > 0:
+    source = view.scale_source
+    if source == "none":
+        return scale, "off: scale_source none (relative depth only)", OK
+    if source == "fixed":
         return scale, "fixed", OK
     if scale.status == "ok":
         return scale, "OK", OK
     if scale.status == "holding":
         return scale, "WARN holding last fit", WARN
-    if stream.clouds.newest_stamp() is None:
-        if not view.metric_wanted:
-            return scale, "off: relative depth only (no LiDAR, no fixed_scale)", OK
+    if not view.metric_wanted:
+        why = ("no LiDAR, no fixed_scale" if source == "lidar" and stream.clouds.newest_stamp()
+               is None else "no metric output subscribed")
+        return scale, f"off: relative depth only ({why})", OK
+    if source == "lidar" and stream.clouds.newest_stamp() is None:
         return scale, "WARN no LiDAR cloud and no fixed_scale: metric outputs off", WARN
+    if source == "depth" and stream.sensor_depths.newest_stamp() is None:
+        return scale, "WARN no sensor depth image: metric outputs off", WARN
     return scale, "ERROR no fit: metric outputs stopped", ERROR
 
 
@@ -76,6 +84,8 @@ def transport_values(stream: Stream, input_qos: str) -> tuple[dict[str, str], st
         "input_qos_image": inputs["image"].describe(),
         "input_qos_camera_info": inputs["camera_info"].describe(),
         "input_qos_lidar": inputs["lidar"].describe(),
+        **({"input_qos_sensor_depth": inputs["sensor_depth"].describe()}
+           if "sensor_depth" in inputs else {}),
         "input_qos_mismatch": "; ".join(mismatches),
         "input_rate_from_stamps_hz": f"{rate.rate_hz:.2f}",
         "input_frames_missing": str(rate.missing),
@@ -127,6 +137,7 @@ def stream_status(stream: Stream, now: float, view: NodeView) -> StatusReport:
         "precision": str(getattr(est, "precision", "")),
         "processing_resolution": str(view.params["processing_resolution"]),
         "input_stamps": stream.stamps.unusable or "ok",
+        "scale_source": view.scale_source,
         "scale_status": scale_text,
         "scale": f"{scale.scale if scale.scale is not None else cfg.fixed_scale:.6g}",
         "shift": f"{scale.shift if scale.shift is not None else cfg.fixed_shift:.6g}",

@@ -18,12 +18,17 @@ IMAGE_DEPTH, SENSOR_DEPTH = 1, 5
 
 
 def input_topics(topics: dict[str, str], *, compressed: bool) -> dict[str, str]:
-    """Input name (image, camera_info, lidar) -> topic, from a camera's configured topics
-    ({} keeps image, camera_info, points_lidar); a compressed image is ``<image>/compressed``.
+    """Input name -> topic, from a camera's configured topics ({} keeps image, camera_info,
+    points_lidar, sensor_depth/image); a compressed image is ``<image>/compressed``, the
+    sensor depth's camera_info is the ``camera_info`` beside it (same namespace).
     """
     image = topics.get("image", "image")
+    depth = topics.get("sensor_depth/image", "sensor_depth/image")
+    parent = depth.rpartition("/")[0]
     return {"camera_info": topics.get("camera_info", "camera_info"),
             "lidar": topics.get("points_lidar", "points_lidar"),
+            "sensor_depth_info": f"{parent}/camera_info" if parent else f"{depth}_camera_info",
+            "sensor_depth": depth,
             "image": f"{image}/compressed" if compressed else image}
 
 
@@ -87,6 +92,14 @@ def subscribe_camera(node: Any, stream: Stream, topics: dict[str, str], *, mode:
         "lidar": MatchedSubscription(
             node, PointCloud2, names["lidar"],
             lambda msg: stream.clouds.add(stamp_to_ns(msg.header.stamp), msg),
+            mode=mode, depth=SENSOR_DEPTH),
+        "sensor_depth_info": MatchedSubscription(
+            node, CameraInfo, names["sensor_depth_info"],
+            lambda msg: stream.sensor_infos.add(stamp_to_ns(msg.header.stamp), msg),
+            mode=mode, depth=SENSOR_DEPTH),
+        "sensor_depth": MatchedSubscription(
+            node, Image, names["sensor_depth"],
+            lambda msg: stream.sensor_depths.add(stamp_to_ns(msg.header.stamp), msg),
             mode=mode, depth=SENSOR_DEPTH),
         "image": MatchedSubscription(node, CompressedImage if compressed else Image,
                                      names["image"], on_image, mode=mode, depth=IMAGE_DEPTH),

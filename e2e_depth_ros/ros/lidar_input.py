@@ -30,8 +30,8 @@ class StaticExtrinsic:
 
 
 @dataclass(frozen=True)
-class LidarProblem:
-    """Why a cloud gives no points; ``kind`` keys the per-kind log throttle."""
+class InputProblem:
+    """Why an input gives the scale nothing this frame; ``kind`` keys the per-kind log throttle."""
 
     kind: str
     text: str
@@ -39,7 +39,7 @@ class LidarProblem:
 
 def lidar_transform(lidar_frame: str, camera_frame: str, stamp: Any, *,
                     lookup: Lookup | None, extrinsic: StaticExtrinsic
-                    ) -> tuple[np.ndarray, np.ndarray] | LidarProblem:
+                    ) -> tuple[np.ndarray, np.ndarray] | InputProblem:
     """(R, t) taking points in ``lidar_frame`` into ``camera_frame``, or why there is none."""
     if lidar_frame == camera_frame:
         return np.eye(3), np.zeros(3)
@@ -53,22 +53,22 @@ def lidar_transform(lidar_frame: str, camera_frame: str, stamp: Any, *,
     if extrinsic.frame and extrinsic.frame == lidar_frame:
         return (quaternion_to_matrix(*extrinsic.rotation_xyzw),
                 np.asarray(extrinsic.translation, dtype=np.float64))
-    return LidarProblem("lidar_transform",
+    return InputProblem("lidar_transform",
                         f"no transform from LiDAR frame '{lidar_frame}' to camera frame "
                         f"'{camera_frame}' ({tf_error}; static extrinsic is for "
                         f"'{extrinsic.frame}'): metric depth needs one")
 
 
 def lidar_points(cloud: Any, camera_frame: str, *, lookup: Lookup | None,
-                 extrinsic: StaticExtrinsic) -> np.ndarray | LidarProblem:
+                 extrinsic: StaticExtrinsic) -> np.ndarray | InputProblem:
     """float32 (N, 3) points of a PointCloud2 in the camera optical frame, or why not."""
     try:
         points = messages.pointcloud_to_xyz(cloud)
     except E2EDepthError as err:
-        return LidarProblem("lidar_cloud", f"unusable LiDAR cloud: {err}")
+        return InputProblem("lidar_cloud", f"unusable LiDAR cloud: {err}")
     transform = lidar_transform(cloud.header.frame_id, camera_frame, cloud.header.stamp,
                                 lookup=lookup, extrinsic=extrinsic)
-    if isinstance(transform, LidarProblem):
+    if isinstance(transform, InputProblem):
         return transform
     rotation, translation = transform
     return transform_points(points, rotation, translation).astype(np.float32)

@@ -224,6 +224,26 @@ def image_to_array(msg: Any) -> np.ndarray:
     return pixels[..., 0] if enc.channels == 1 else pixels
 
 
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1", "64FC1")  # what depth_image_meters reads
+
+
+def depth_image_meters(msg: Any) -> np.ndarray:
+    """float32 (H, W) metres from a depth Image (ground truth, an RGB-D camera), NaN invalid.
+
+    16UC1 (and mono16) is millimetres with 0 = invalid (the OpenNI / RealSense habit);
+    32FC1 / 64FC1 is metres (REP 118) with non-finite or 0 = invalid.
+    """
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise MessageError(f"a depth image must be 16UC1 (mm) or 32FC1 (m), got "
+                           f"{msg.encoding!r}")
+    values = image_to_array(msg)
+    depth = values.astype(np.float32)
+    if msg.encoding in ("16UC1", "mono16"):
+        depth /= np.float32(1000.0)
+    depth[~(depth > 0) | ~np.isfinite(depth)] = np.nan
+    return depth
+
+
 def build_image(msg_cls: type, header: Any, array: np.ndarray, encoding: str) -> Any:
     """A new ``msg_cls`` Image holding ``array`` (little-endian, unpadded rows).
 

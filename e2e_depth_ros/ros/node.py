@@ -41,14 +41,15 @@ from e2e_depth_ros.model.model_args import model_or_none, task_mismatch
 from e2e_depth_ros.ros import diagnostics, pairing
 from e2e_depth_ros.ros.admission import Refusal, admit_image
 from e2e_depth_ros.ros.problem_log import ProblemLog
-from e2e_depth_ros.ros.lidar_input import LidarProblem, StaticExtrinsic, lidar_points
+from e2e_depth_ros.ros.lidar_input import InputProblem
 from e2e_depth_ros.ros.inputs import check_camera_topics, follow_publishers, subscribe_camera
 from e2e_depth_ros.ros.matched_subscription import MatchedSubscription
 from e2e_depth_ros.ros.multicam import CameraSlots
 from e2e_depth_ros.ros.outputs import OUTPUTS, Output, build_outgoing, needs_for, rclpy_types
-from e2e_depth_ros.ros.parameters import (NODE_NAME, PARAMETERS, declare_cameras,
-                                          declare_parameters, processing_config, usage,
-                                          validate_parameters)
+from e2e_depth_ros.ros.parameters import (NODE_NAME, PARAMETERS, declare_camera_sources,
+                                          declare_cameras, declare_parameters,
+                                          processing_config, usage, validate_parameters)
+from e2e_depth_ros.ros.scale_inputs import ScaleInputs, resolve_source, scale_reference
 from e2e_depth_ros.ros.stream import Job, Stats, Stream
 from e2e_depth_ros.ros.sync import stamp_to_ns
 from e2e_depth_ros.ros.tf_lookup import tf_lookup
@@ -67,6 +68,7 @@ class DepthNode(Node):
         super().__init__(node_name, **kwargs)
         self._params = declare_parameters(self)
         self._input_topics = declare_cameras(self)
+        self._camera_sources = declare_camera_sources(self, self._input_topics)
         check_camera_topics(self, self._input_topics,
                             compressed=self._params["use_compressed"])
         self.startup_warnings = self._check_model_names()
@@ -138,6 +140,11 @@ class DepthNode(Node):
     def _inputs(self) -> dict[str, MatchedSubscription]:
         """The first camera's input subscriptions."""
         return next(iter(self._streams.values())).inputs
+
+    def scale_source(self, camera: str = "") -> str:
+        """The source of a camera's metric scale now (``auto`` resolved)."""
+        chosen = self._camera_sources.get(camera) or self._params["scale_source"]
+        return resolve_source(chosen, self._params["fixed_scale"])
 
     def _check_model_names(self) -> list[str]:
         """Warnings for a checkpoint whose files or name say it is the other task's, or say
@@ -284,10 +291,15 @@ class DepthNode(Node):
             return None
         needs = needs_for(wanted, points_rgb=bool(p["points_color"]),
                           points_normals=bool(p["points_normals"]))
-        lidar = None
+        source = self.scale_source(stream.name)
+        reference = None
         if needs.metric or needs.points:
-            lidar = self._lidar_points(stream, stamp_ns, msg.header.frame_id)
-        frame = Frame(rgb, stamp_ns * 1e-9, None, lidar, needs, stream.name)
+            reference = scale_reference(stream, source, stamp_ns, msg.header,
+                                        ScaleInputs.from_params(p), self._tf_lookup)
+            if isinstance(reference, InputProblem):
+                self.problems.bad_input(stream, reference.kind, reference.text)
+                reference = None
+        frame = Frame(rgb, stamp_ns * 1e-9, None, None, needs, stream.name, reference, source)
         return Job(stream, msg.header, stamp_ns, frame, None, wanted, time.monotonic() - began)
 
     def _attach_camera(self, job: Job) -> None:
@@ -332,21 +344,6 @@ class DepthNode(Node):
         stats.health.output.add(time.monotonic())
         stats.latency = (self.get_clock().now().nanoseconds - job.stamp_ns) * 1e-9
 
-    def _lidar_points(self, stream: Stream, stamp_ns: int, camera_frame: str):
-        """The LiDAR cloud of this stamp in the camera frame (``lidar_input``), or None."""
-        cloud = stream.clouds.match(stamp_ns, int(self._params["lidar_tolerance"] * 1e9))
-        if cloud is None:
-            return None
-        p = self._params
-        extrinsic = StaticExtrinsic(p["lidar_extrinsic_frame"],
-                                    tuple(p["lidar_extrinsic_rotation"]),
-                                    tuple(p["lidar_extrinsic_translation"]))
-        points = lidar_points(cloud, camera_frame, lookup=self._tf_lookup, extrinsic=extrinsic)
-        if isinstance(points, LidarProblem):
-            self.problems.warn(stream, points.kind, points.text)
-            return None
-        return points
-
     # -- diagnostics: one status per camera ----------------------------------------------
     def _publish_diagnostics(self) -> None:
         """Timer callback: never lets an error escape (it would stop the executor)."""
@@ -375,7 +372,8 @@ class DepthNode(Node):
                          or p["publish_points"] and pub["points"].get_subscription_count() > 0)
         view = diagnostics.NodeView(
             self.processor, p, self._max_batch(), self._slots.dropped[stream.name],
-            bool(metric_wanted), self.get_clock().now().nanoseconds * 1e-9)
+            bool(metric_wanted), self.get_clock().now().nanoseconds * 1e-9,
+            self.scale_source(stream.name))
         report = diagnostics.stream_status(stream, now, view)
         return DiagnosticStatus(
             level=bytes([report.level]), name=self.diagnostic_name(stream.name),

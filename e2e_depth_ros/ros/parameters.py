@@ -13,6 +13,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 
 from e2e_depth_ros.core import input_checks
 from e2e_depth_ros.core.processing import ProcessingConfig, fixed_map_conflict
+from e2e_depth_ros.core.scale_sources import SOURCES
 from e2e_depth_ros.ros.multicam import camera_topic, validate_cameras
 from e2e_depth_ros.ros.outputs import OUTPUTS, enable_parameters
 from e2e_depth_ros.ros.qos import MODES as INPUT_QOS_MODES
@@ -74,6 +75,20 @@ PARAMETERS = {
     "camera_info_reuse": (1.0, _D, "An image with no camera_info within the tolerance takes "
                           "the nearest one up to this far (s) while the calibration stays the "
                           "same; 0 = never", (0.0, 60.0), False),
+    "scale_source": ("auto", _S, "What gives depth its metric scale: auto (fixed_scale when "
+                     "set, else LiDAR), lidar, depth (sensor_depth/image of an RGB-D or stereo "
+                     "camera), ground (the floor: ground_frame from TF), fixed (fixed_scale) or "
+                     "none", None, False),
+    "sensor_depth_tolerance": (0.05, _D, "Max stamp gap image-sensor depth (s)", (0.0, 10.0),
+                               False),
+    "ground_frame": ("base_footprint", _S, "Frame whose z = 0 plane is the floor, z up (REP "
+                     "105): scale_source ground reads the camera's height and tilt from TF",
+                     None, False),
+    "ground_extrinsic_translation": ([0.0, 0.0, 0.0], _DA, "Without tf2: ground_frame's origin "
+                                     "in the camera optical frame (m), p_cam = R p_ground + t; "
+                                     "all 0 = not given", None, False),
+    "ground_extrinsic_rotation": ([0.0, 0.0, 0.0, 1.0], _DA, "Quaternion x, y, z, w of R "
+                                  "(ground frame to camera optical frame)", None, False),
     "lidar_tolerance": (0.1, _D, "Max stamp gap image-LiDAR cloud (s)", (0.0, 10.0), False),
     "lidar_extrinsic_frame": ("", _S, "LiDAR frame the static extrinsic below applies to; "
                               "empty = only tf2", None, False),
@@ -107,6 +122,8 @@ CAMERA_INPUTS = {
     "image_topic": ("image", "Image topic (with use_compressed: <topic>/compressed)"),
     "camera_info_topic": ("camera_info", "CameraInfo topic"),
     "lidar_topic": ("points_lidar", "LiDAR PointCloud2 topic"),
+    "sensor_depth_topic": ("sensor_depth/image", "Depth image of an RGB-D or stereo camera "
+                           "(16UC1 mm or 32FC1 m; its camera_info: the sibling camera_info)"),
 }
 
 
@@ -127,14 +144,16 @@ def validate_parameter(name: str, value) -> str | None:
         return f"{name} must be a finite number, got {value}"
     if name == "processing_resolution":
         return input_checks.processing_resolution_problem(value)
-    if name == "lidar_extrinsic_translation" and (len(value) != 3 or
-                                                  not all(map(math.isfinite, value))):
-        return "lidar_extrinsic_translation needs 3 finite numbers [x, y, z]"
+    if name.endswith("_extrinsic_translation") and (len(value) != 3 or
+                                                    not all(map(math.isfinite, value))):
+        return f"{name} needs 3 finite numbers [x, y, z]"
     if name == "input_qos" and value not in INPUT_QOS_MODES:
         return f"input_qos must be one of {', '.join(INPUT_QOS_MODES)}, got {value!r}"
-    if name == "lidar_extrinsic_rotation":
+    if name == "scale_source" and value not in SOURCES:
+        return f"scale_source must be one of {', '.join(SOURCES)}, got {value!r}"
+    if name.endswith("_extrinsic_rotation"):
         if len(value) != 4 or not all(map(math.isfinite, value)) or not any(value):
-            return "lidar_extrinsic_rotation needs a non-zero quaternion [x, y, z, w]"
+            return f"{name} needs a non-zero quaternion [x, y, z, w]"
     return None
 
 
@@ -148,6 +167,9 @@ def validate_parameters(params: dict) -> str | None:
         reason = validate_parameter(name, value)
         if reason:
             return reason
+    if params.get("scale_source") == "fixed" and not params.get("fixed_scale", 0.0) > 0:
+        return "scale_source fixed needs fixed_scale > 0 (metric = fixed_scale * relative + " \
+            "fixed_shift)"
     low, high = params.get("min_depth", 0.0), params.get("max_depth", 0.0)
     if low > 0 and high > 0 and low >= high:
         return (f"min_depth {low:g} must be below max_depth {high:g} (0 = no limit): "
@@ -165,9 +187,12 @@ def usage() -> str:
              "With cameras:=[a, b, ...] every topic above is per camera: a/image, a/depth/image,"
              " ...", "", "parameters (read-only ones only at start-up):",
              "  cameras (default [], read-only)", f"      {CAMERAS_DESCRIPTION}",
-             "  <camera>.image_topic, <camera>.camera_info_topic, <camera>.lidar_topic "
-             "(default '', read-only)", "      a camera's input topics; empty = <camera>/image, "
-             "<camera>/camera_info, <camera>/points_lidar"]
+             "  <camera>.image_topic, <camera>.camera_info_topic, <camera>.lidar_topic, "
+             "<camera>.sensor_depth_topic (default '', read-only)", "      a camera's input "
+             "topics; empty = <camera>/image, <camera>/camera_info, <camera>/points_lidar, "
+             "<camera>/sensor_depth/image",
+             "  <camera>.scale_source (default '', read-only)",
+             "      this camera's scale_source; empty = the node's"]
     for name, (default, _kind, description, bounds, read_only) in PARAMETERS.items():
         extra = f", {bounds[0]}..{bounds[1]}" if bounds else ""
         extra += ", read-only" if read_only else ""
@@ -225,3 +250,18 @@ def declare_cameras(node) -> dict[str, dict[str, str]]:
             topics[relative] = topic or camera_topic(camera, relative)
         inputs[camera] = topics
     return inputs
+
+
+def declare_camera_sources(node, cameras) -> dict[str, str]:
+    """Per camera, ``<camera>.scale_source`` (read-only; empty = the node's scale_source)."""
+    sources = {}
+    for camera in cameras:
+        name = f"{camera}.scale_source"
+        value = node.declare_parameter(name, "", ParameterDescriptor(
+            name=name, type=_S, read_only=True, description=f"scale_source of camera "
+            f"{camera}: {', '.join(SOURCES)}; empty = the node's")).value
+        if value and value not in SOURCES:
+            raise ValueError(f"{name} must be one of {', '.join(SOURCES)} or empty, got "
+                             f"{value!r}")
+        sources[camera] = value
+    return sources

@@ -61,6 +61,8 @@ class Stream:
         self.camera_infos: StampBuffer = StampBuffer(size=30)
         self.info_in_step = True  # its camera_info has come with its images (worth a wait)
         self.clouds: StampBuffer = StampBuffer(size=10)
+        self.sensor_depths: StampBuffer = StampBuffer(size=10)  # RGB-D / stereo depth images
+        self.sensor_infos: StampBuffer = StampBuffer(size=10)  # their camera_infos
         self.stamp_rate = StampRateEstimator(window=100)  # the camera's rate and loss
         self.inputs: dict[str, MatchedSubscription] = {}
         self.pub: dict[str, Any] = {}
