@@ -4,8 +4,12 @@
         camera_info_topic:=/cam/camera_info lidar_topic:=/velodyne_points rviz:=true
 
 Parameters come from ``params_file`` (``config/depth.yaml`` by default); the ``depth_model``,
-``normals_model``, ``device``, ``backend`` and ``precision`` arguments are applied after it,
-so they win over the file.
+``normals_model``, ``device``, ``backend``, ``precision``, ``scale_source`` and
+``ground_frame`` arguments are applied after it, so they win over the file.
+
+Metric depth without LiDAR: ``scale_source:=depth sensor_depth_topic:=/cam/depth/image_rect_raw``
+(an RGB-D or stereo camera) or ``scale_source:=ground`` (a camera at a known height: TF from
+``ground_frame``, base_footprint by default, to the camera).
 Set ``use_compressed: true`` in the params file to subscribe to ``<image_topic>/compressed``.
 
 Large messages: the node's process gets the Fast DDS profile ``config/fastdds_large_data.xml``
@@ -63,6 +67,18 @@ def generate_launch_description() -> LaunchDescription:
                               description="sensor_msgs/CameraInfo of the image"),
         DeclareLaunchArgument("lidar_topic", default_value="/lidar/points",
                               description="sensor_msgs/PointCloud2 LiDAR input (optional)"),
+        DeclareLaunchArgument("sensor_depth_topic", default_value="/camera/depth/image_rect_raw",
+                              description="Depth image of an RGB-D or stereo camera "
+                                          "(16UC1 mm or 32FC1 m) for scale_source depth"),
+        DeclareLaunchArgument("sensor_depth_info_topic", default_value="/camera/depth/camera_info",
+                              description="CameraInfo of that depth image (needed when it is "
+                                          "not registered to the colour image)"),
+        DeclareLaunchArgument("scale_source", default_value="auto",
+                              description="auto, lidar, depth, ground, fixed or none: what "
+                                          "gives depth its metric scale"),
+        DeclareLaunchArgument("ground_frame", default_value="base_footprint",
+                              description="Frame whose z = 0 plane is the floor (scale_source "
+                                          "ground)"),
         # Defaults are the published hub ids, as in node.PARAMETERS.
         DeclareLaunchArgument("depth_model", default_value="GonzaloMG/marigold-e2e-ft-depth",
                               description="Depth checkpoint: hub id or local folder; "
@@ -110,7 +126,7 @@ def generate_launch_description() -> LaunchDescription:
             # value_type=str keeps '' (disable) and path-like values strings, not YAML.
             {name: ParameterValue(LaunchConfiguration(name), value_type=str)
              for name in ("depth_model", "normals_model", "device", "backend",
-                          "precision")},
+                          "precision", "scale_source", "ground_frame")},
             # An empty list sets nothing, so a list in the params file stays in force.
             {"cameras": ParameterValue(LaunchConfiguration("cameras"), value_type=List[str])},
         ],
@@ -119,6 +135,8 @@ def generate_launch_description() -> LaunchDescription:
             ("image/compressed", [image_topic, "/compressed"]),
             ("camera_info", LaunchConfiguration("camera_info_topic")),
             ("points_lidar", LaunchConfiguration("lidar_topic")),
+            ("sensor_depth/image", LaunchConfiguration("sensor_depth_topic")),
+            ("sensor_depth/camera_info", LaunchConfiguration("sensor_depth_info_topic")),
         ],
         additional_env={PROFILE_VARIABLE: LaunchConfiguration("fastdds_profile")},
         output="screen",

@@ -30,9 +30,11 @@ RVIZ_FILE = ROOT / "rviz" / "depth.rviz"
 
 # Other tools pass these by name: renaming one is a breaking change.
 LAUNCH_ARGUMENTS = {"namespace", "image_topic", "camera_info_topic", "lidar_topic",
-                    "depth_model", "normals_model", "device", "backend", "precision",
-                    "params_file", "rviz", "fastdds_profile", "cameras"}
-REMAPPED_INPUTS = {"image", "image/compressed", "camera_info", "points_lidar"}
+                    "sensor_depth_topic", "sensor_depth_info_topic", "scale_source",
+                    "ground_frame", "depth_model", "normals_model", "device", "backend",
+                    "precision", "params_file", "rviz", "fastdds_profile", "cameras"}
+REMAPPED_INPUTS = {"image", "image/compressed", "camera_info", "points_lidar",
+                   "sensor_depth/image", "sensor_depth/camera_info"}
 PYTHON_TYPES = {  # declared parameter type -> the YAML value's Python type
     ParameterType.PARAMETER_DOUBLE: float,
     ParameterType.PARAMETER_INTEGER: int,
@@ -88,7 +90,8 @@ def test_launch_file_declares_every_argument_other_tools_use(declared_arguments)
 
 
 def test_launch_argument_defaults_match_the_node_parameter_defaults(declared_arguments):
-    for name in ("depth_model", "normals_model", "device", "backend", "precision"):
+    for name in ("depth_model", "normals_model", "device", "backend", "precision",
+                 "scale_source", "ground_frame"):
         assert _literal(declared_arguments[name]) == PARAMETERS[name][0], name
     assert _literal(declared_arguments["namespace"]) == ""
     assert _literal(declared_arguments["image_topic"]) == "/camera/image_raw"
