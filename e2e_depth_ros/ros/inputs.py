@@ -73,37 +73,37 @@ def check_camera_topics(node: Any, cameras: dict[str, dict[str, str]], *,
     check_topics(node, inputs, outputs)
 
 
+# inputs paired with the image by stamp: name -> (message type, the Stream buffer keeping them)
+PAIRED = {"camera_info": (CameraInfo, "camera_infos"), "lidar": (PointCloud2, "clouds"),
+          "sensor_depth_info": (CameraInfo, "sensor_infos"),
+          "sensor_depth": (Image, "sensor_depths")}
+
+
+def _keep_in(buffer: Any) -> Callable[[Any], None]:
+    """A callback that stores each message in ``buffer`` under its header stamp."""
+    return lambda msg: buffer.add(stamp_to_ns(msg.header.stamp), msg)
+
+
 def subscribe_camera(node: Any, stream: Stream, topics: dict[str, str], *, mode: str,
                      compressed: bool, on_image: Callable[[Any], None]
                      ) -> dict[str, MatchedSubscription]:
-    """One camera's image, camera_info and LiDAR subscriptions, by input name.
+    """One camera's subscriptions by input name: the paired inputs, then the image.
 
-    camera_info and LiDAR first: the executor serves ready subscriptions in creation
-    order, so a frame's camera_info arriving with its image is stored before the image
-    wakes the worker (else that frame has no camera_info: no cloud, no depth/image).
-    ``topics``: relative input name -> topic ({} keeps image, camera_info, points_lidar).
+    The paired inputs first: the executor serves ready subscriptions in creation order, so
+    a frame's camera_info arriving with its image is stored before the image wakes the
+    worker (else that frame has no camera_info: no cloud, no depth/image).
+    ``topics``: relative input name -> topic ({} keeps the default topics).
     """
     names = input_topics(topics, compressed=compressed)
-    return {  # creation order, kept by follow_publishers
-        "camera_info": MatchedSubscription(
-            node, CameraInfo, names["camera_info"],
-            lambda msg: stream.camera_infos.add(stamp_to_ns(msg.header.stamp), msg),
-            mode=mode, depth=SENSOR_DEPTH),
-        "lidar": MatchedSubscription(
-            node, PointCloud2, names["lidar"],
-            lambda msg: stream.clouds.add(stamp_to_ns(msg.header.stamp), msg),
-            mode=mode, depth=SENSOR_DEPTH),
-        "sensor_depth_info": MatchedSubscription(
-            node, CameraInfo, names["sensor_depth_info"],
-            lambda msg: stream.sensor_infos.add(stamp_to_ns(msg.header.stamp), msg),
-            mode=mode, depth=SENSOR_DEPTH),
-        "sensor_depth": MatchedSubscription(
-            node, Image, names["sensor_depth"],
-            lambda msg: stream.sensor_depths.add(stamp_to_ns(msg.header.stamp), msg),
-            mode=mode, depth=SENSOR_DEPTH),
-        "image": MatchedSubscription(node, CompressedImage if compressed else Image,
-                                     names["image"], on_image, mode=mode, depth=IMAGE_DEPTH),
-    }
+    subscriptions = {  # creation order, kept by follow_publishers
+        name: MatchedSubscription(node, msg_type, names[name],
+                                  _keep_in(getattr(stream, buffer)), mode=mode,
+                                  depth=SENSOR_DEPTH)
+        for name, (msg_type, buffer) in PAIRED.items()}
+    subscriptions["image"] = MatchedSubscription(
+        node, CompressedImage if compressed else Image, names["image"], on_image, mode=mode,
+        depth=IMAGE_DEPTH)
+    return subscriptions
 
 
 def follow_publishers(streams: Iterable[Stream], mode: str) -> None:
