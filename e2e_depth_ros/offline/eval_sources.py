@@ -112,11 +112,15 @@ def _check_sensor_depth(bag: Path, indexes: dict[str, TopicIndex], topics: EvalT
             f"of any {image.topic} stamp (images {image.span()}, sensor depth {depth.span()})")
     if strip_slash(depth.frame_id) == strip_slash(image.frame_id):
         return  # registered to the image: no camera_info or transform needed
-    if "sensor_depth_info" not in indexes:
+    info = indexes.get("sensor_depth_info")
+    if info is None or not any(p.sensor_depth_info for p in matched):
+        found = (f"no {info.topic} within {options.camera_info_tolerance} s of any image "
+                 "stamp" if info is not None else
+                 f"the bag has no {sibling_info_topic(depth.topic)}")
         raise BagError(
             f"{bag}: sensor depth on {depth.topic} is in frame '{depth.frame_id}', not the "
-            f"image's '{image.frame_id}': reprojecting it needs its camera_info, and the bag "
-            f"has no {sibling_info_topic(depth.topic)}; pass --sensor-depth-info-topic")
+            f"image's '{image.frame_id}': reprojecting it needs its camera_info, and {found}; "
+            "pass --sensor-depth-info-topic")
     if not any(transforms.lookup(image.frame_id, depth.frame_id, p.image.stamp_ns)
                for p in matched):
         raise BagError(
