@@ -123,7 +123,8 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
     source = resolve_source(options.scale_source, lidar_topic=topics.lidar,
                             fixed_scale=(options.processing or ProcessingConfig()).fixed_scale)
     if topics.pred is None or not _metric_recording(topics, options):
-        processing_for(source, options.processing or ProcessingConfig())  # fixed: a scale?
+        # refuses "fixed" without a fixed scale, before the bag is read
+        processing_for(source, options.processing or ProcessingConfig())
     topics = with_source_topics(topics, {c.topic for c in reader.connections})
     indexes = check_topics(reader, bag, topics)
     tf_messages = index_bag(reader, bag, indexes)
