@@ -292,9 +292,21 @@ def test_recorded_affine_prediction_scores_zero_error_and_lidar_recovers_the_map
         assert frame.best_scale == pytest.approx(2.5, rel=1e-4)
         assert frame.best_shift == pytest.approx(0.7, abs=1e-3)
         assert -0.02 < (frame.scale - 2.5) / 2.5 < 0.0
-    assert not (tmp_path / "eval" / "out.mcap").exists()  # only model runs write one
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["skipped"]["no_gt_match"] == 1
+    assert saved["scale_source"] == "lidar"
+    # out.mcap: what the node would publish from the recorded depth, under its headers (the
+    # frame whose image is undecodable has none; the one without GT is published all the same)
+    written = _read_bag(tmp_path / "eval" / "out.mcap")
+    recorded = {_stamp(m.header): m for m in _read_bag(bag)["/pred/depth"]}
+    published = [_stamp(m.header) for m in _read_bag(bag)[DEFAULT_TOPICS["image"]]][1:]
+    for topic in ("depth/relative", "depth/image", "depth/camera_info", "points"):
+        assert [_stamp(m.header) for m in written[f"/e2e_depth/{topic}"]] == published, topic
+    from e2e_depth_ros.ros.messages import image_to_array
+
+    for msg in written["/e2e_depth/depth/relative"]:
+        np.testing.assert_array_equal(image_to_array(msg),
+                                      image_to_array(recorded[_stamp(msg.header)]))
 
 
 def test_recorded_metric_depth_is_scored_as_is(bags, tmp_path):

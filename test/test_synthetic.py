@@ -176,3 +176,40 @@ def test_cli_writes_a_bag_and_refuses_an_existing_directory(tmp_path, capsys):
     assert (out / "metadata.yaml").exists()
     assert main([str(out)]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def test_sample_bag_extras_carry_sensor_depth_and_the_robot_on_the_floor_in_tf(tmp_path):
+    from e2e_depth_ros.offline.synthetic import EXTRA_TOPICS, depth_sensor
+    from e2e_depth_ros.offline.tf_buffer import TransformBuffer
+
+    registered = write_sample_bag(tmp_path / "registered", n_frames=2, width=40, height=30,
+                                  sensor_depth="registered", ground_tf=True)
+    messages, _ = read_bag(registered)
+    _, depth = messages[EXTRA_TOPICS["sensor_depth"]][0]
+    assert (depth.encoding, depth.header.frame_id, depth.width, depth.height) == \
+        ("16UC1", CAMERA_FRAME, 20, 15)
+    mm = image_to_array(depth)
+    truth = make_sequence(2, 40, 30).frames[0].depth[::2, ::2]
+    held = mm > 0
+    assert 0.3 < held.mean() < 0.7  # sparse: about half the pixels hold a value
+    np.testing.assert_allclose(mm[held] / 1000.0, truth[held], rtol=0.02)
+    tree = TransformBuffer()
+    for stamp, tf in messages[EXTRA_TOPICS["tf"]]:
+        tree.add_message(tf, moving=True)
+        floor = tree.lookup(CAMERA_FRAME, "base_footprint", stamp)
+        up = floor.rotation @ [0.0, 0.0, 1.0]  # the floor's normal in the optical frame
+        assert up[1] < -0.99  # a level camera: up is -y
+        assert -up @ floor.translation == pytest.approx(1.2, abs=0.06)  # its height
+
+    offset = write_sample_bag(tmp_path / "offset", n_frames=1, width=40, height=30,
+                              sensor_depth="offset")
+    messages, _ = read_bag(offset)
+    (_, depth), (_, info) = (messages[EXTRA_TOPICS[k]][0]
+                             for k in ("sensor_depth", "sensor_depth_info"))
+    sensor, _ = depth_sensor(make_sequence(1, 40, 30).camera)
+    assert (depth.encoding, depth.header.frame_id) == ("32FC1", "depth_optical")
+    assert (info.width, info.height) == (sensor.width, sensor.height) == (20, 15)
+    children = [t.child_frame_id for t in messages["/tf_static"][0][1].transforms]
+    assert children == [LIDAR_FRAME, "depth_optical"]
+    with pytest.raises(ValueError, match="sensor_depth must be one of .*got 'stereo'"):
+        write_sample_bag(tmp_path / "bad", sensor_depth="stereo")

@@ -93,7 +93,11 @@ _ROLE_TYPES = {
     "pred": (IMAGE,),
     "pred_normals": (IMAGE,),
     "tf_static": (TF_MESSAGE,),
+    "tf": (TF_MESSAGE,),
+    "sensor_depth": (IMAGE,),
+    "sensor_depth_info": (CAMERA_INFO,),
 }
+_FLAGS = {"sensor_depth_info": "--sensor-depth-info-topic"}  # else --<role>-topic
 
 
 def definition_hash(conn: Any) -> str | None:
@@ -143,21 +147,25 @@ def check_topics(reader: Any, bag: Path, topics: EvalTopics) -> dict[str, TopicI
         if topic is None:
             continue
         if topic not in by_topic:
-            if role == "tf_static":
-                continue  # only needed for LiDAR in another frame; checked there
-            raise BagError(f"{bag}: topic {topic} (--{role.replace('_', '-')}-topic) is not in "
-                           f"the bag; it has: {available or 'no topics'}")
+            if role in ("tf_static", "tf"):
+                continue  # only needed for frames that must be connected; checked there
+            raise BagError(f"{bag}: topic {topic} ({_flag(role)}) is not in the bag; it has: "
+                           f"{available or 'no topics'}")
         msgtype = by_topic[topic][0].msgtype
         if msgtype not in expected:
             raise BagError(f"{bag}: topic {topic} has type {msgtype}, expected "
-                           f"{' or '.join(expected)} for --{role.replace('_', '-')}-topic")
+                           f"{' or '.join(expected)} for {_flag(role)}")
         indexes[role] = TopicIndex(topic, msgtype, by_topic[topic])
     return indexes
 
 
+def _flag(role: str) -> str:
+    return _FLAGS.get(role, f"--{role.replace('_', '-')}-topic")
+
+
 def index_bag(reader: Any, bag: Path, indexes: dict[str, TopicIndex]
               ) -> list[tuple[Any, int, bytes]]:
-    """Fill the indexes with header stamps; returns the /tf_static messages in full."""
+    """Fill the indexes with header stamps; returns the /tf_static and /tf messages in full."""
     from e2e_depth_ros.ros.sync import stamp_to_ns
 
     by_topic: dict[str, list[TopicIndex]] = {}  # one topic may serve two roles

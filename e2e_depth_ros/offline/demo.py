@@ -253,14 +253,16 @@ def evaluate_recording(recording: Path, topics: BagTopics, counts: dict[str, int
                       pred_normals=normals if counts.get(normals) and topics.gt_normals
                       else None, tf_static=topics.tf_static)
     runs = [("recorded depth/relative, LiDAR scale recovered as the node does", base,
-             EvalOptions(pred_is_metric=False, progress=False, overwrite=True), out)]
+             EvalOptions(pred_is_metric=False, progress=False, overwrite=True,
+                         write_bag=False), out)]  # the recording holds the node's outputs
     metric = f"{NAMESPACE}/depth/image"
     if counts.get(metric):
         runs.append((f"the node's metric {metric}",
                      EvalTopics(image=topics.image, camera_info=topics.camera_info,
                                 gt_depth=topics.gt_depth, pred=metric,
                                 tf_static=topics.tf_static),
-                     EvalOptions(pred_is_metric=True, progress=False, overwrite=True),
+                     EvalOptions(pred_is_metric=True, progress=False, overwrite=True,
+                                 write_bag=False),
                      out / "published_metric"))
     else:
         say(f"  (no {metric}: the node had no LiDAR scale fit, so nothing metric to score)")

@@ -42,6 +42,9 @@ class EvalTopics:
     pred: str | None = None  # 32FC1 predictions already in the bag (no model runs)
     pred_normals: str | None = None  # 32FC3 normals already in the bag
     tf_static: str = "/tf_static"
+    tf: str = "/tf"  # moving transforms, looked up at each image stamp (when in the bag)
+    sensor_depth: str | None = None  # 16UC1 (mm, 0 invalid) or 32FC1 (m, NaN/0 invalid)
+    sensor_depth_info: str | None = None  # its CameraInfo; None: the sibling camera_info
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,13 @@ class EvalOptions:
     max_frames: int | None = None  # first N images in stamp order
     pred_is_metric: bool | None = None  # None: metric when the topic ends with depth/image
     output_prefix: str = "/e2e_depth"
-    write_bag: bool = True  # out.mcap (never with recorded predictions)
+    write_bag: bool = True  # out.mcap
     write_report: bool = True  # report.md + PNGs
     progress: bool = True  # tqdm bar on stderr
     processing: ProcessingConfig | None = None  # the node's settings; None = its defaults
     overwrite: bool = False  # replace files an earlier run left in the output folder
+    scale_source: str = "auto"  # auto, lidar, depth, ground, fixed or none (the node's rule)
+    ground_frame: str = "base_footprint"  # z up, floor at z = 0 (the ground source)
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,9 @@ class FrameScore:
     scale: float | None = None
     shift: float | None = None
     inliers: int | None = None  # this frame's own LiDAR fit
-    scale_status: str | None = None  # "ok", "holding", "none"; None without LiDAR
+    scale_status: str | None = None  # "ok", "holding", "none"; None without a reference
     normals_mean: float | None = None  # degrees, this frame's own
+    scale_source: str | None = None  # what gave this frame's metric depth ("none": nothing)
 
 
 @dataclass
@@ -98,13 +104,18 @@ class EvalResult:
     frames: int  # frames scored
     frames_total: int  # image frames considered (after --max-frames)
     depth_gt_aligned: DepthMetrics
-    depth_lidar_aligned: DepthMetrics | None  # None without LiDAR or metric predictions
+    # The metric depth's score whatever its source (the name is older than the sources);
+    # None when nothing gives metric depth (scale source "none").
+    depth_lidar_aligned: DepthMetrics | None
     lidar_frames: int  # frames with metric depth (the rest: no usable scale)
     normals: NormalMetrics | None
     per_frame: list[FrameScore]
     skipped: dict[str, int]
     time_origin: float = 0.0  # s, the bag's first image header stamp: t = stamp - this
     notes: dict[str, int] = field(default_factory=dict)  # pipeline warnings -> frame count
+    # What gives metric depth: "lidar", "depth" (sensor depth), "ground" (the floor from TF),
+    # "fixed", "none", or "recorded" (metric predictions scored as they are).
+    scale_source: str = "lidar"
     files: dict[str, str] = field(default_factory=dict)  # metrics, report, bag, plots
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +133,7 @@ class EvalResult:
         return {
             "bag": self.bag,
             "mode": self.mode,
+            "scale_source": self.scale_source,
             "frames": self.frames,
             "frames_total": self.frames_total,
             "time_origin": self.time_origin,

@@ -2,14 +2,17 @@
 
     evaluate BAG --image-topic T --camera-info-topic T --gt-depth-topic T
              [--gt-normals-topic T] [--lidar-topic T] [--pred-topic T] [--pred-normals-topic T]
+             [--scale-source S] [--sensor-depth-topic T] [--sensor-depth-info-topic T]
+             [--ground-frame F] [--fixed-scale X] [--fixed-shift X]
              [--depth-model M] [--normals-model M] [--device D] [--dtype D]
              [--processing-resolution N] [--min-depth X] [--max-depth X]
              [--stamp-tolerance S] [--max-frames N] [--out DIR] [--overwrite]
 
-Frames go through the node's own ``FrameProcessor`` in header-stamp order, so the LiDAR
-scale filter sees the sequence the robot saw and the scores are those of what it publishes.
-The bag is read twice: once for a small index (header stamps and bag times per topic,
-/tf_static in full), then one frame at a time, so memory does not grow with the bag.
+Frames go through the node's own ``FrameProcessor`` in header-stamp order, so the scale
+filter sees the sequence the robot saw and the scores are those of what it publishes; the
+metric reference (LiDAR, sensor depth, the floor from TF) is chosen like the node's
+``scale_source`` (``eval_sources``). The bag is read twice: once for a small index (header
+stamps and bag times per topic, /tf_static and /tf in full), then one frame at a time.
 
 ``evaluate_bag`` is the library entry point (tests, the demo); ``main`` is the command line.
 Reading and writing bags lives in ``bag_io``, the pairing and the checks before a model
@@ -30,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from e2e_depth_ros.core.scale_sources import SOURCES
 from e2e_depth_ros.errors import BagError, E2EDepthError
 from e2e_depth_ros.model.model_args import model_or_none
 from e2e_depth_ros.offline.bag_io import (OutputBag, bag_read_errors, check_topics, index_bag,
@@ -59,9 +63,11 @@ def evaluate_bag(
     Give ``estimator`` (an ``Estimator``) or ``make_estimator`` (called only after the bag
     has been checked, so a bad bag fails before a slow model load), unless
     ``topics.pred`` names recorded predictions. Writes ``metrics.json``, ``report.md``
-    with PNG plots and (model runs) ``out.mcap`` into ``out_dir``.
+    with PNG plots and ``out.mcap`` into ``out_dir``.
     Raises BagError for a missing/corrupt bag, missing or mistyped topics, no image/GT
-    pair or a LiDAR frame with no static transform; CheckpointError from the model load.
+    pair, a LiDAR frame with no static transform or a scale source the bag cannot serve
+    (``eval_sources.check_source``); ValueError for an unknown source or ``fixed`` without
+    a fixed scale; CheckpointError from the model load.
     """
     options = options or EvalOptions()
     bag = Path(bag)
@@ -69,8 +75,7 @@ def evaluate_bag(
         raise ValueError("give an estimator (or make_estimator), or topics.pred to score "
                          "recorded predictions")
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, planned_files(options, model_run=topics.pred is None),
-                  overwrite=options.overwrite)
+    check_out_dir(out_dir, planned_files(options), overwrite=options.overwrite)
     reader = open_reader(bag)
     try:
         return _evaluate_open(reader, bag, topics, estimator, make_estimator, out_dir, options)
@@ -78,12 +83,12 @@ def evaluate_bag(
         reader.close()
 
 
-def planned_files(options: EvalOptions, *, model_run: bool) -> list[str]:
+def planned_files(options: EvalOptions) -> list[str]:
     """Names of every file an evaluation with these options may write into its folder."""
     names = ["metrics.json"]
     if options.write_report:
         names += [name for name in REPORT_FILES if name != "metrics.json"]
-    if options.write_bag and model_run:
+    if options.write_bag:
         names.append(OUT_BAG)
     return names
 
@@ -110,8 +115,17 @@ def check_out_dir(out_dir: Path, names: list[str], *, overwrite: bool) -> None:
 def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
                    make_estimator: Callable[[], Any] | None, out_dir: Path,
                    options: EvalOptions) -> EvalResult:
-    from e2e_depth_ros.offline.tf_static import StaticTransforms
+    from e2e_depth_ros.offline.eval_sources import (check_source, processing_for,
+                                                    resolve_source, with_source_topics)
+    from e2e_depth_ros.core.processing import ProcessingConfig
+    from e2e_depth_ros.offline.tf_buffer import TransformBuffer
 
+    source = resolve_source(options.scale_source, lidar_topic=topics.lidar,
+                            fixed_scale=(options.processing or ProcessingConfig()).fixed_scale)
+    if topics.pred is None or not _metric_recording(topics, options):
+        # refuses "fixed" without a fixed scale, before the bag is read
+        processing_for(source, options.processing or ProcessingConfig())
+    topics = with_source_topics(topics, {c.topic for c in reader.connections})
     indexes = check_topics(reader, bag, topics)
     tf_messages = index_bag(reader, bag, indexes)
     plans = plan_frames(indexes, options)
@@ -119,13 +133,19 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
     if topics.pred is not None and not any(p.pred for p in plans):
         raise BagError(f"{bag}: no recorded prediction on {topics.pred} within "
                        f"{options.stamp_tolerance} s of any image stamp")
-    transforms = StaticTransforms()
-    try:
-        for conn, _, raw in tf_messages:
-            transforms.add_message(reader.deserialize(raw, conn.msgtype))
-    except bag_read_errors() as err:
-        raise BagError(f"{bag}: {topics.tf_static} cannot be read ({err})") from err
-    lidar_tf = lidar_transform(transforms, indexes, topics, bag)
+    transforms = TransformBuffer()
+    for conn, _, raw in tf_messages:
+        try:
+            transforms.add_message(reader.deserialize(raw, conn.msgtype),
+                                   moving=conn.topic != topics.tf_static)
+        except bag_read_errors() as err:
+            raise BagError(f"{bag}: {conn.topic} cannot be read ({err})") from err
+    lidar_tf = None
+    if source == "lidar":
+        lidar_tf = lidar_transform(transforms, indexes, topics, bag)
+    if topics.pred is None or not _metric_recording(topics, options):
+        check_source(source, bag=bag, indexes=indexes, topics=topics, options=options,
+                     plans=plans, transforms=transforms)
     check_image_encoding(reader, bag, indexes["image"], plans)
     check_ground_truth(reader, bag, indexes, plans, options)
     if topics.pred is None and estimator is None:
@@ -133,10 +153,11 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     out = None
-    if options.write_bag and topics.pred is None:
+    if options.write_bag:
         out = OutputBag(out_dir / OUT_BAG, options.output_prefix)
-    ev = FrameEvaluation(reader, bag, topics, options, indexes, lidar_tf,
-                         None if topics.pred is not None else estimator, out)
+    ev = FrameEvaluation(reader, bag, topics, options, indexes,
+                         None if topics.pred is not None else estimator, out,
+                         source=source, transforms=transforms, lidar_tf=lidar_tf)
     ev.sample_at = sample_indices(len(plans))
     ev.skipped["undecodable_image"] += indexes["image"].undecodable
     try:
@@ -161,6 +182,17 @@ def _evaluate_open(reader: Any, bag: Path, topics: EvalTopics, estimator: Any,
         out.close()
     write_outputs(result, ev.samples, out_dir, options, out)
     return result
+
+
+def _metric_recording(topics: EvalTopics, options: EvalOptions) -> bool:
+    """Recorded metric predictions are scored as they are: no scale source applies."""
+    from e2e_depth_ros.offline.eval_messages import is_metric_topic
+
+    if topics.pred is None:
+        return False
+    if options.pred_is_metric is not None:
+        return options.pred_is_metric
+    return is_metric_topic(topics.pred)
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -192,7 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ground truth: 16UC1 (mm, 0 invalid) or 32FC1 (m, NaN invalid)")
     t.add_argument("--gt-normals-topic", help="32FC3 optical-frame normals")
     t.add_argument("--lidar-topic", help="PointCloud2; its frame is found in /tf_static")
+    t.add_argument("--sensor-depth-topic", help="depth from an RGB-D or stereo camera for "
+                   "--scale-source depth: 16UC1 (mm, 0 invalid) or 32FC1 (m, NaN/0 invalid), "
+                   "paired by stamp like camera_info")
+    t.add_argument("--sensor-depth-info-topic", help="its CameraInfo, needed only when its "
+                   "frame is not the image's (default: the sibling camera_info of "
+                   "--sensor-depth-topic)")
     t.add_argument("--tf-static-topic", default="/tf_static")
+    t.add_argument("--tf-topic", default="/tf", help="moving transforms, looked up at each "
+                   "image stamp (default /tf; optional)")
     t.add_argument("--pred-topic", help="score this recorded 32FC1 depth instead of running a "
                    "model (metric when it ends with depth/image or with --pred-is-metric)")
     t.add_argument("--pred-is-metric", action="store_true", default=None,
@@ -212,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16")
     m.add_argument("--processing-resolution", type=processing_resolution_arg, default=768,
                    help="16..2048, or 0 = native (default: 768)")
+    s = p.add_argument_group("metric scale (the node's scale_source)")
+    s.add_argument("--scale-source", choices=SOURCES, default="auto",
+                   help="what gives the published depth metric scale; auto (default): lidar "
+                   "when --lidar-topic is given, else fixed when --fixed-scale is, else none")
+    s.add_argument("--ground-frame", default="base_footprint", help="for --scale-source "
+                   "ground: the frame whose z = 0 plane is the floor, z up (default "
+                   "base_footprint), found in /tf_static and /tf")
+    s.add_argument("--fixed-scale", type=float, default=0.0,
+                   help="> 0: metric = fixed-scale * relative + fixed-shift (source fixed)")
+    s.add_argument("--fixed-shift", type=float, default=0.0)
     e = p.add_argument_group("evaluation")
     e.add_argument("--min-depth", type=float, default=None, help="valid GT range (m)")
     e.add_argument("--max-depth", type=float, default=None)
@@ -239,9 +289,29 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             parser.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if not (math.isfinite(args.fixed_scale) and args.fixed_scale >= 0
+            and math.isfinite(args.fixed_shift)):
+        parser.error(f"--fixed-scale must be a finite number >= 0 and --fixed-shift finite, "
+                     f"got {args.fixed_scale} and {args.fixed_shift}")
+    if args.scale_source == "fixed" and args.fixed_scale == 0:
+        parser.error("--scale-source fixed needs --fixed-scale > 0 (metric = fixed-scale * "
+                     "relative + fixed-shift)")
+    if args.scale_source == "depth" and not args.sensor_depth_topic:
+        parser.error("--scale-source depth needs --sensor-depth-topic")
+    if args.scale_source == "lidar" and not args.lidar_topic:
+        parser.error("--scale-source lidar needs --lidar-topic")
     if args.min_depth is not None and args.max_depth is not None \
             and args.min_depth >= args.max_depth:
         parser.error(f"--min-depth {args.min_depth} must be below --max-depth {args.max_depth}")
+
+
+def _processing(args: argparse.Namespace) -> Any:
+    """The node's settings this run changes (the fixed map); None: the node's defaults."""
+    if args.fixed_scale == 0 and args.fixed_shift == 0:
+        return None
+    from e2e_depth_ros.core.processing import ProcessingConfig
+
+    return ProcessingConfig(fixed_scale=args.fixed_scale, fixed_shift=args.fixed_shift)
 
 
 def _model_choice(value: str | None, default: str | None) -> str | None:
@@ -287,12 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         image=args.image_topic, camera_info=args.camera_info_topic,
         gt_depth=args.gt_depth_topic, gt_normals=args.gt_normals_topic,
         lidar=args.lidar_topic, pred=args.pred_topic, pred_normals=args.pred_normals_topic,
-        tf_static=args.tf_static_topic)
+        tf_static=args.tf_static_topic, tf=args.tf_topic, sensor_depth=args.sensor_depth_topic,
+        sensor_depth_info=args.sensor_depth_info_topic)
     options = EvalOptions(
         min_depth=args.min_depth, max_depth=args.max_depth,
         stamp_tolerance=args.stamp_tolerance, lidar_tolerance=args.lidar_tolerance,
         max_frames=args.max_frames, pred_is_metric=args.pred_is_metric,
-        progress=not args.no_progress, overwrite=args.overwrite)
+        progress=not args.no_progress, overwrite=args.overwrite,
+        scale_source=args.scale_source, ground_frame=args.ground_frame,
+        processing=_processing(args))
     try:
         result = evaluate_bag(args.bag, topics, out_dir=args.out, options=options,
                               make_estimator=_estimator_factory(args))

@@ -1,32 +1,35 @@
 """One evaluation run, frame by frame: the node's pipeline, the outputs, the scores.
 
-``FrameEvaluation`` holds what accumulates over a run (the processor with its LiDAR scale
+``FrameEvaluation`` holds what accumulates over a run (the processor with its scale
 filter, the scores, the skip counts, the report's sample frames); ``evaluate`` opens the
-bag, plans the frames and feeds them in stamp order.
+bag, plans the frames and feeds them in stamp order. Each frame's metric reference (LiDAR,
+sensor depth or the floor) comes from ``eval_sources``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from e2e_depth_ros.errors import BagError, E2EDepthError
 from e2e_depth_ros.offline.bag_io import MessageRef, OutputBag, TopicIndex, bag_read_errors, \
     fetch_message
+from e2e_depth_ros.offline.eval_sources import FITTED
 from e2e_depth_ros.offline.eval_messages import (decode_rgb, float_image, gt_depth_meters,
                                                  is_metric_topic)
 from e2e_depth_ros.offline.eval_types import (SKIP_REASONS, EvalOptions, EvalResult,
                                               EvalTopics, FrameScore)
 from e2e_depth_ros.offline.frame_plan import FramePlan
-from e2e_depth_ros.offline.report import Sample
+from e2e_depth_ros.offline.report import Sample, source_label
 
 if TYPE_CHECKING:
     import numpy as np
 
     from e2e_depth_ros.core.metrics import DepthMetrics
     from e2e_depth_ros.core.processing import FrameResult
+    from e2e_depth_ros.offline.tf_buffer import TransformBuffer
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,8 @@ class _Recorded:
 
 class RecordedEstimator:
     """Stands in for the Estimator when predictions are in the bag: the frame's recorded
-    relative depth goes through the node's own LiDAR fit and filter unchanged."""
+    relative depth goes through the node's own scale fit and filter unchanged (a recorded
+    metric depth through the fixed map 1 m per unit, for the node's cloud)."""
 
     def __init__(self) -> None:
         self.next: _Recorded = _Recorded(None, None)
@@ -54,19 +58,33 @@ class FrameEvaluation:
     """State of one run: the reader, indexes, the processor and the accumulating scores."""
 
     def __init__(self, reader: Any, bag: Path, topics: EvalTopics, options: EvalOptions,
-                 indexes: dict[str, TopicIndex], lidar_tf: Any, estimator: Any,
-                 out: OutputBag | None) -> None:
+                 indexes: dict[str, TopicIndex], estimator: Any, out: OutputBag | None, *,
+                 source: str = "none", transforms: TransformBuffer | None = None,
+                 lidar_tf: Any = None) -> None:
+        """``source``: the resolved scale source (``eval_sources``); ``transforms``: the
+        bag's /tf_static and /tf; ``lidar_tf``: LiDAR frame to camera frame."""
         from e2e_depth_ros.core.metrics import NormalErrorAccumulator
         from e2e_depth_ros.core.processing import FrameProcessor, Needs, ProcessingConfig
+        from e2e_depth_ros.offline.eval_sources import FrameReferences, processing_for
+        from e2e_depth_ros.offline.tf_buffer import TransformBuffer
 
         self.reader, self.bag, self.topics, self.options = reader, bag, topics, options
-        self.indexes, self.lidar_tf, self.out = indexes, lidar_tf, out
+        self.indexes, self.out = indexes, out
+        self.references = FrameReferences(
+            source, self._message, transforms or TransformBuffer(), lidar_tf=lidar_tf,
+            ground_frame=options.ground_frame, tolerance=options.camera_info_tolerance)
         self.recorded = estimator is None
         self.metric_pred = self.recorded and (
             options.pred_is_metric if options.pred_is_metric is not None
             else is_metric_topic(topics.pred or ""))
+        self.source = "recorded" if self.metric_pred else source
         self.estimator = RecordedEstimator() if self.recorded else estimator
-        self.processor = FrameProcessor(self.estimator, options.processing or ProcessingConfig())
+        config = options.processing or ProcessingConfig()
+        if self.metric_pred:  # metric as recorded: the node's map from it is 1 m per unit
+            config = replace(config, fixed_scale=1.0, fixed_shift=0.0)
+        else:
+            config = processing_for(self.source, config)
+        self.processor = FrameProcessor(self.estimator, config)
         self.has_normals = (topics.pred_normals is not None
                             or getattr(estimator, "normals", None) is not None)
         self.needs = Needs(relative=True, normals=self.has_normals, metric=True,
@@ -115,17 +133,20 @@ class FrameEvaluation:
             self.skipped["undecodable_image"] += 1
             self.image_error = self.image_error or str(err)  # the first says what is wrong
             return
+        header = image_msg.header  # of the outputs: the input's (a recording's: its own)
         if self.recorded:
-            pred = self._decoded("pred", plan.pred, lambda m: float_image(m, "32FC1"),
-                                 "undecodable_pred")
-            if pred is None:
+            got = self._decoded("pred", plan.pred,
+                                lambda m: (m.header, float_image(m, "32FC1")),
+                                "undecodable_pred")
+            if got is None:
                 if plan.pred is None:
                     self.skipped["no_pred_match"] += 1
                 return
+            header, pred = got
             normals = self._decoded("pred_normals", plan.pred_normals,
                                     lambda m: float_image(m, "32FC3"), "undecodable_normals")
             self.estimator.next = _Recorded(pred, normals)
-        result = self._process(rgb, plan, image_msg, image_raw)
+        result = self._process(rgb, plan, image_msg, image_raw, header)
         if not self.recorded and "pred_normals" in self.indexes:
             # Model depth, recorded normals: score the recorded ones (nothing else uses them).
             result.normals = self._decoded("pred_normals", plan.pred_normals,
@@ -138,9 +159,11 @@ class FrameEvaluation:
         if gt is not None:
             self._score(i, plan, rgb, gt, result)
 
-    def _process(self, rgb: np.ndarray, plan: FramePlan, image_msg: Any, image_raw: bytes
-                 ) -> FrameResult:
-        """FrameResult of this frame through the node's pipeline; outputs written."""
+    def _process(self, rgb: np.ndarray, plan: FramePlan, image_msg: Any, image_raw: bytes,
+                 header: Any) -> FrameResult:
+        """FrameResult of this frame through the node's pipeline; outputs written under
+        ``header``."""
+        from e2e_depth_ros.core.processing import Frame
         from e2e_depth_ros.ros.messages import camera_from_info
 
         info = camera = None
@@ -151,31 +174,32 @@ class FrameEvaluation:
             except E2EDepthError:
                 camera = None
         stamp = plan.image.stamp_ns * 1e-9
-        if self.metric_pred:
-            from e2e_depth_ros.core.processing import FrameResult
-
-            pred = self.estimator.next
-            return FrameResult(relative=pred.depth, normals=pred.normals, metric=pred.depth,
-                               scale_source="recorded")
-        result = self.processor.process(rgb, stamp, camera=camera,
-                                        lidar_points=self._lidar(plan), needs=self.needs)
-        for note in result.notes:  # what the node would log, e.g. a camera_info size mismatch
-            self.notes[note] = self.notes.get(note, 0) + 1
+        reference, why = (None, None) if self.metric_pred else \
+            self.references.reference(plan, image_msg.header.frame_id)
+        result = self.processor.process_batch([Frame(rgb, stamp, camera, needs=self.needs,
+                                                     reference=reference)])[0]
+        written = result
+        if self.metric_pred:  # scored as recorded; depth/relative is not the node's here
+            written = replace(result, relative=None)
+            result.metric, result.scale_source = self.estimator.next.depth, "recorded"
+        for note in [why, *result.notes]:  # what the node would log or count
+            if note:
+                self.notes[note] = self.notes.get(note, 0) + 1
         if self.out is not None:
             image_conn = self.indexes["image"].connections[0]
             self.out.copy(image_conn, plan.image.bag_time, image_raw)
             if info is not None:
                 self.out.copy(self.indexes["camera_info"].connections[0],
                               plan.camera_info.bag_time, info_raw)
-            self.out.frame(plan.image.bag_time, image_msg.header,
-                           info if camera is not None else None, result)
+            self.out.frame(plan.image.bag_time, header,
+                           info if camera is not None else None, written)
             self._copy_partners(plan)
         return result
 
     def _copy_partners(self, plan: FramePlan) -> None:
-        """Ground truth and LiDAR go into out.mcap too, so it can be scored again as it is
-        (``evaluate out.mcap --pred-topic /e2e_depth/depth/relative ...``)."""
-        for role in ("gt_depth", "gt_normals", "lidar"):
+        """Ground truth and the metric references go into out.mcap too, so it can be scored
+        again as it is (``evaluate out.mcap --pred-topic /e2e_depth/depth/relative ...``)."""
+        for role in ("gt_depth", "gt_normals", "lidar", "sensor_depth", "sensor_depth_info"):
             ref = getattr(plan, role)
             if ref is None:
                 continue
@@ -184,22 +208,6 @@ class FrameEvaluation:
             except BagError:
                 continue  # an unreadable partner is counted where it is scored
             self.out.copy(self.indexes[role].connections[0], ref.bag_time, raw)
-
-    def _lidar(self, plan: FramePlan) -> np.ndarray | None:
-        """The matched cloud in the camera optical frame (None: no cloud or unreadable)."""
-        if plan.lidar is None or self.lidar_tf is None:
-            return None
-        import numpy as np
-
-        from e2e_depth_ros.core.geometry import transform_points
-        from e2e_depth_ros.ros.messages import pointcloud_to_xyz
-
-        try:
-            points = pointcloud_to_xyz(self._message("lidar", plan.lidar)[0])
-        except E2EDepthError:
-            return None  # the node warns and goes on without a fit; so does the filter
-        tf = self.lidar_tf
-        return transform_points(points, tf.rotation, tf.translation).astype(np.float32)
 
     def _score(self, i: int, plan: FramePlan, rgb: np.ndarray, gt: np.ndarray,
                result: FrameResult) -> None:
@@ -233,25 +241,27 @@ class FrameEvaluation:
         self.scores.append(score)
         if i in self.sample_at:
             pred = result.metric if result.metric is not None else s * relative + t
-            label = "LiDAR-aligned" if result.metric is not None else "GT-aligned"
-            if self.metric_pred:
-                label = "recorded metric"
+            label = source_label(self.source) if result.metric is not None else "GT-aligned"
             self.samples.append(Sample(score.stamp, rgb, gt, pred, label))
 
     def _frame_score(self, plan: FramePlan, aligned: DepthMetrics, s: float, t: float,
                      lidar: DepthMetrics | None, result: FrameResult) -> FrameScore:
         state, fit = result.scale_state, result.fit
-        with_lidar = "lidar" in self.indexes and not self.metric_pred
+        scale = state.scale if state is not None else None
+        shift = state.shift if state is not None else None
+        if result.scale_source == "fixed":  # the user's map: plotted like a filter's
+            scale, shift = self.processor.config.fixed_scale, self.processor.config.fixed_shift
         return FrameScore(
             stamp=plan.image.stamp_ns * 1e-9, stamp_ns=plan.image.stamp_ns,
             abs_rel=aligned.abs_rel, delta1=aligned.delta1, valid=aligned.valid,
             best_scale=s, best_shift=t,
             lidar_abs_rel=None if lidar is None else lidar.abs_rel,
             lidar_delta1=None if lidar is None else lidar.delta1,
-            scale=state.scale if state is not None else None,
-            shift=state.shift if state is not None else None,
+            scale=scale, shift=shift,
             inliers=fit.inliers if fit is not None else None,
-            scale_status=state.status if (state is not None and with_lidar) else None,
+            scale_status=state.status if (state is not None and self.source in FITTED)
+            else None,
+            scale_source=result.scale_source,
         )
 
     def _score_normals(self, plan: FramePlan, result: FrameResult) -> float | None:
@@ -272,20 +282,18 @@ class FrameEvaluation:
     def result(self, frames_total: int) -> EvalResult:
         from e2e_depth_ros.core.metrics import summarize_depth
 
-        with_lidar = self.metric_pred or ("lidar" in self.indexes)
+        with_metric = self.source != "none"
         normals = self.normals.result() if self.normals.frames else None
         return EvalResult(
             bag=str(self.bag), mode=self.mode, frames=len(self.scores),
             frames_total=frames_total, depth_gt_aligned=summarize_depth(self.depth_gt),
-            depth_lidar_aligned=summarize_depth(self.depth_lidar) if with_lidar else None,
+            depth_lidar_aligned=summarize_depth(self.depth_lidar) if with_metric else None,
             lidar_frames=len(self.depth_lidar), normals=normals, per_frame=self.scores,
             skipped=self.skipped, time_origin=self.indexes["image"].refs[0].stamp_ns * 1e-9,
-            notes=self.notes)
+            notes=self.notes, scale_source=self.source)
 
 
 def _replace(score: FrameScore, **changes: Any) -> FrameScore:
-    from dataclasses import replace
-
     return replace(score, **changes)
 
 

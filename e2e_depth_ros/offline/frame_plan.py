@@ -29,6 +29,8 @@ class FramePlan:
     gt_normals: MessageRef | None
     pred: MessageRef | None
     pred_normals: MessageRef | None
+    sensor_depth: MessageRef | None = None
+    sensor_depth_info: MessageRef | None = None
 
 
 def plan_frames(indexes: dict[str, TopicIndex], options: EvalOptions) -> list[FramePlan]:
@@ -37,6 +39,9 @@ def plan_frames(indexes: dict[str, TopicIndex], options: EvalOptions) -> list[Fr
         "gt_depth": options.stamp_tolerance, "gt_normals": options.stamp_tolerance,
         "pred": options.stamp_tolerance, "pred_normals": options.stamp_tolerance,
         "camera_info": options.camera_info_tolerance, "lidar": options.lidar_tolerance,
+        # sensor depth is paired like camera_info (the node's rule)
+        "sensor_depth": options.camera_info_tolerance,
+        "sensor_depth_info": options.camera_info_tolerance,
     }
     images = indexes["image"].refs
     if options.max_frames is not None:

@@ -82,9 +82,24 @@ def frame_times(result: EvalResult) -> list[float]:
     return [s.stamp - result.time_origin for s in result.per_frame]
 
 
+# The metric-depth score's name per scale source, the same in the table, plots and text.
+SOURCE_LABELS = {"lidar": "LiDAR-aligned", "depth": "sensor-depth-aligned",
+                 "ground": "floor-aligned", "fixed": "fixed-scale",
+                 "recorded": "recorded metric", "none": "no metric depth"}
+# What each source is, in the report's sentences and the scale plot's legend.
+SOURCE_TEXT = {"lidar": "LiDAR", "depth": "sensor depth", "ground": "floor (ground plane "
+               "from TF)", "fixed": "fixed map (--fixed-scale)"}
+
+
+def source_label(source: str) -> str:
+    return SOURCE_LABELS.get(source, source)
+
+
 def metric_label(result: EvalResult) -> str:
     """The name of the metric-depth score, the same in the table, the plots and the text."""
-    return "recorded metric" if result.mode == "recorded-metric" else "LiDAR-aligned"
+    if result.mode == "recorded-metric":
+        return SOURCE_LABELS["recorded"]
+    return source_label(result.scale_source)
 
 
 def _series(result: EvalResult, name: str) -> list[float]:
@@ -121,13 +136,20 @@ def _plot_scale(result: EvalResult, path: Path) -> str:
     fig = _figure(8, 5)
     top, bottom = fig.subplots(2, 1, sharex=True)
     t = frame_times(result)
-    top.plot(t, _series(result, "scale"), "s-", label="LiDAR filter (published)")
+    label = _scale_legend(result.scale_source)
+    top.plot(t, _series(result, "scale"), "s-", label=label)
     top.plot(t, _series(result, "best_scale"), "o--", label="best possible (GT fit)")
-    bottom.plot(t, _series(result, "shift"), "s-", label="LiDAR filter (published)")
+    bottom.plot(t, _series(result, "shift"), "s-", label=label)
     bottom.plot(t, _series(result, "best_shift"), "o--", label="best possible (GT fit)")
     top.set_ylabel("scale (m per unit)")
     bottom.set_ylabel("shift (m)")
     return _save_time_plot(fig, top, bottom, path)
+
+
+def _scale_legend(source: str) -> str:
+    if source == "fixed":
+        return "fixed map (published)"
+    return f"{SOURCE_TEXT.get(source, source)} fit, filtered (published)"
 
 
 def depth_colour_range(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
@@ -249,20 +271,31 @@ def summary_lines(result: EvalResult) -> list[str]:
 
 def _metric_explanation(result: EvalResult) -> str:
     if result.depth_lidar_aligned is None:
-        return "No metric depth was scored (no LiDAR, no recorded metric prediction)."
+        return ("No metric depth was scored: scale source none (no LiDAR, sensor depth, "
+                "floor or fixed scale; no recorded metric prediction).")
     if result.mode == "recorded-metric":
         return (f"{metric_label(result)}: the metric depth recorded in the bag (the node's "
                 "depth/image), scored as it is, without any alignment.")
+    if result.scale_source == "fixed":
+        return (f"{metric_label(result)}: the metric depth the node publishes with the fixed "
+                "map metric = fixed_scale * relative + fixed_shift.")
     return (f"{metric_label(result)}: the metric depth the node publishes, with the scale "
-            "and shift of its LiDAR fit and temporal filter.")
+            f"and shift of its {SOURCE_TEXT.get(result.scale_source, result.scale_source)} "
+            "fit and temporal filter.")
+
+
+def _source_title(source: str) -> str:
+    text = SOURCE_TEXT.get(source, source).split(" (")[0]
+    return text[:1].upper() + text[1:] if source != "lidar" else "LiDAR"
 
 
 def render_report(result: EvalResult, plots: dict[str, str]) -> str:
     """report.md: the table, the plots and how to read them."""
     parts = [
         f"# Evaluation of `{result.bag}`\n",
-        f"Mode: {result.mode}. Fractions, not percent; AbsRel = mean(|p - g| / g), "
-        "delta1 = fraction with max(p/g, g/p) < 1.25 over valid ground-truth pixels.\n",
+        f"Mode: {result.mode}. Scale source: {result.scale_source}. Fractions, not percent; "
+        "AbsRel = mean(|p - g| / g), delta1 = fraction with max(p/g, g/p) < 1.25 over valid "
+        "ground-truth pixels.\n",
         "```", *summary_lines(result), "```\n",
         "GT-aligned: each frame's relative depth mapped to meters by the least-squares "
         "scale and shift against its ground truth (the paper's protocol): the best any "
@@ -278,10 +311,13 @@ def render_report(result: EvalResult, plots: dict[str, str]) -> str:
                    "prediction share one colour bar, pixels beyond its ends are drawn white "
                    "(nearer) or magenta (farther) and counted in the panel title; grey: no "
                    "value (no valid ground truth in the error map)."),
-        "scale_over_time": ("LiDAR scale over time vs the best possible",
-                            "The GT fit maps relative depth to meters the same way the LiDAR "
-                            "fit does (metric = scale * relative + shift), so the curves "
-                            "compare directly; the gap is what the LiDAR alignment loses."),
+        "scale_over_time": (f"{_source_title(result.scale_source)} scale over time vs the "
+                            "best possible",
+                            "Scale (top) and shift (bottom) of the published metric depth, "
+                            f"from the {SOURCE_TEXT.get(result.scale_source, 'scale')}, "
+                            f"against {TIME_AXIS}. The GT fit maps relative depth to meters "
+                            "the same way (metric = scale * relative + shift), so the curves "
+                            "compare directly; the gap is what the alignment loses."),
     }
     for key, (title, text) in sections.items():
         if key in plots:

@@ -7,6 +7,11 @@ offset scanning the same room, and ``write_sample_bag`` records it as a rosbag2.
 Frames: the world is REP-103 (x forward, y left, z up, meters). A camera pose is
 world-from-optical (optical: x right, y down, z forward). The LiDAR frame ``lidar`` is
 REP-103 too (x forward, y left, z up). ``rosbags`` is imported only to write bags.
+
+Optional extras of a sample bag, for the other metric scale sources: a sparse sensor depth
+(registered to the image, or from a depth camera of its own in frame ``depth_optical``)
+and /tf with the robot on the floor (``odom`` -> ``base_footprint`` -> the camera; the
+floor is the world's z = 0, so ``base_footprint`` is z up with the floor at z = 0).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ import numpy as np
 
 from e2e_depth_ros.core.geometry import PinholeCamera, transform_points
 from e2e_depth_ros.offline.scenes import (BODY_FROM_OPTICAL, Extrinsic, LidarConfig, Pose, Scene,
-                                          camera_pose, make_room, render_frame, rotation_rpy,
-                                          scan_lidar)
+                                          camera_pose, make_room, matrix_to_quaternion,
+                                          render_frame, rotation_rpy, scan_lidar)
 
 CAMERA_FRAME = "camera_optical"
 LIDAR_FRAME = "lidar"
+DEPTH_FRAME = "depth_optical"  # the offset depth camera's optical frame
+GROUND_FRAME = "base_footprint"
+ODOM_FRAME = "odom"
 DEFAULT_TOPICS = {
     "image": "/camera/image_raw",
     "camera_info": "/camera/camera_info",
@@ -34,6 +42,14 @@ DEFAULT_TOPICS = {
     "normals_gt": "/camera/normals_gt",
     "tf_static": "/tf_static",
 }
+EXTRA_TOPICS = {  # written only when asked for (write_sample_bag's sensor_depth, ground_tf)
+    "sensor_depth": "/depth_sensor/image",
+    "sensor_depth_info": "/depth_sensor/camera_info",
+    "tf": "/tf",
+}
+SENSOR_DEPTH_KINDS = ("registered", "offset")
+SENSOR_DEPTH_NOISE = 0.003  # relative standard deviation of the sensor depth
+SENSOR_DEPTH_KEEP = 0.5  # fraction of the sensor's pixels with a value (the rest: holes)
 
 
 @dataclass(frozen=True)
@@ -168,16 +184,20 @@ class _BagMessages:
                                 self.types["sensor_msgs/msg/PointField"], header,
                                 np.ascontiguousarray(points, dtype=np.float32)[None])
 
-    def tf_static(self, header: Any, extrinsic: Extrinsic) -> Any:
+    def tf_message(self, stamp_ns: int, edges: list[tuple[str, str, Pose]]) -> Any:
+        """A TFMessage of (parent, child, pose of the child in the parent) edges."""
         t = self.types
-        qx, qy, qz, qw = extrinsic.quaternion_xyzw
-        tx, ty, tz = (float(v) for v in extrinsic.translation)
-        transform = t["geometry_msgs/msg/Transform"](
-            translation=t["geometry_msgs/msg/Vector3"](x=tx, y=ty, z=tz),
-            rotation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
-        stamped = t["geometry_msgs/msg/TransformStamped"](
-            header=header, child_frame_id=LIDAR_FRAME, transform=transform)
-        return t["tf2_msgs/msg/TFMessage"](transforms=[stamped])
+        stamped = []
+        for parent, child, pose in edges:
+            qx, qy, qz, qw = matrix_to_quaternion(pose.rotation)
+            tx, ty, tz = (float(v) for v in pose.translation)
+            transform = t["geometry_msgs/msg/Transform"](
+                translation=t["geometry_msgs/msg/Vector3"](x=tx, y=ty, z=tz),
+                rotation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
+            stamped.append(t["geometry_msgs/msg/TransformStamped"](
+                header=self.header(stamp_ns, parent), child_frame_id=child,
+                transform=transform))
+        return t["tf2_msgs/msg/TFMessage"](transforms=stamped)
 
 
 def _frame_messages(build: _BagMessages, frame: SequenceFrame, camera: PinholeCamera
@@ -201,12 +221,67 @@ _MSGTYPES = {
     "depth_gt": "sensor_msgs/msg/Image",
     "normals_gt": "sensor_msgs/msg/Image",
     "tf_static": "tf2_msgs/msg/TFMessage",
+    "sensor_depth": "sensor_msgs/msg/Image",
+    "sensor_depth_info": "sensor_msgs/msg/CameraInfo",
+    "tf": "tf2_msgs/msg/TFMessage",
 }
+
+
+def depth_sensor(camera: PinholeCamera) -> tuple[PinholeCamera, Pose]:
+    """The offset depth camera: half the image's size, its own intrinsics, 6 cm right of and
+    2 cm below the camera, yawed 2 deg; its pose is camera-optical-from-depth-optical."""
+    width, height = max(camera.width // 2, 2), max(camera.height // 2, 2)
+    sensor = PinholeCamera(width, height, fx=0.75 * width, fy=0.76 * width,
+                           cx=0.5 * width + 0.3, cy=0.5 * height - 0.2)
+    yaw = np.deg2rad(2.0)  # about the optical y axis (down)
+    rotation = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0],
+                         [-np.sin(yaw), 0, np.cos(yaw)]])
+    return sensor, Pose(rotation, np.array([0.06, 0.02, 0.0]))
+
+
+def ground_pose(pose: Pose) -> Pose:
+    """World-from-base_footprint under a camera pose: on the floor (z = 0), below the
+    camera, yawed along the camera's heading; z up."""
+    forward = pose.rotation[:, 2]  # the optical axis in the world
+    return Pose(rotation_rpy(0.0, 0.0, float(np.arctan2(forward[1], forward[0]))),
+                np.array([pose.translation[0], pose.translation[1], 0.0]))
+
+
+def _sparse(depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A sensor's depth: noisy, with holes (NaN) where it has no value."""
+    noisy = depth * (1.0 + SENSOR_DEPTH_NOISE * rng.standard_normal(depth.shape))
+    return np.where(rng.random(depth.shape) < SENSOR_DEPTH_KEEP, noisy, np.nan
+                    ).astype(np.float32)
+
+
+def _extra_messages(build: _BagMessages, frame: SequenceFrame, sequence: SyntheticSequence,
+                    sensor_depth: str | None, ground_tf: bool, rng: np.random.Generator
+                    ) -> dict[str, object]:
+    """The optional per-frame messages (EXTRA_TOPICS) of one frame."""
+    out: dict[str, object] = {}
+    if sensor_depth == "registered":  # 16UC1 mm at half the resolution, 0 = no value
+        depth = _sparse(frame.depth[::2, ::2], rng)
+        mm = np.where(np.isfinite(depth), np.rint(depth * 1000.0), 0).astype(np.uint16)
+        out["sensor_depth"] = build.image(build.header(frame.stamp_ns, CAMERA_FRAME), mm,
+                                          "16UC1")
+    elif sensor_depth == "offset":  # 32FC1 m from its own camera, NaN = no value
+        sensor, offset = depth_sensor(sequence.camera)
+        view = render_frame(sequence.scene, frame.pose.compose(offset), sensor)
+        header = build.header(frame.stamp_ns, DEPTH_FRAME)
+        out["sensor_depth"] = build.image(header, _sparse(view.depth, rng), "32FC1")
+        out["sensor_depth_info"] = build.camera_info(header, sensor)
+    if ground_tf:
+        base = ground_pose(frame.pose)
+        out["tf"] = build.tf_message(frame.stamp_ns, [
+            (ODOM_FRAME, GROUND_FRAME, base),
+            (GROUND_FRAME, CAMERA_FRAME, base.inverse().compose(frame.pose))])
+    return out
 
 
 def write_sample_bag(path: str | Path, *, storage: str = "mcap", n_frames: int = 8,
                      width: int = 160, height: int = 120, seed: int = 0,
-                     topics: dict[str, str] | None = None) -> Path:
+                     topics: dict[str, str] | None = None, sensor_depth: str | None = None,
+                     ground_tf: bool = False) -> Path:
     """Write a rosbag2 of a synthetic sequence with ground truth; returns its path.
 
     Topics (keys of ``topics``, defaults in DEFAULT_TOPICS): ``image`` rgb8 Image,
@@ -217,6 +292,14 @@ def write_sample_bag(path: str | Path, *, storage: str = "mcap", n_frames: int =
     frame ``camera_optical``. Every message of a frame carries the same header stamp,
     which is also its bag timestamp. A key missing from ``topics`` is not written.
     ``storage`` is "mcap" or "sqlite3"; the path must not exist yet.
+
+    Extras (topics from EXTRA_TOPICS unless ``topics`` names them): ``sensor_depth``
+    "registered" writes ``sensor_depth`` as 16UC1 mm at half the image's resolution in
+    the camera's frame; "offset" writes it as 32FC1 m from a depth camera of its own
+    (``depth_sensor``: frame ``depth_optical``, its ``sensor_depth_info`` and a
+    /tf_static edge from the camera). Both are noisy (0.3 %) with holes (half the pixels).
+    ``ground_tf`` writes ``tf`` per frame: ``odom`` -> ``base_footprint`` (on the floor,
+    z up) -> ``camera_optical``.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -224,7 +307,14 @@ def write_sample_bag(path: str | Path, *, storage: str = "mcap", n_frames: int =
     plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
     if storage not in plugins:
         raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
+    if sensor_depth not in (None, *SENSOR_DEPTH_KINDS):
+        raise ValueError(f"sensor_depth must be one of {SENSOR_DEPTH_KINDS} or None, got "
+                         f"{sensor_depth!r}")
     topics = dict(DEFAULT_TOPICS if topics is None else topics)
+    extras = [*(("sensor_depth",) if sensor_depth else ()),
+              *(("sensor_depth_info",) if sensor_depth == "offset" else ()),
+              *(("tf",) if ground_tf else ())]
+    topics = {**{key: EXTRA_TOPICS[key] for key in extras}, **topics}
     unknown = set(topics) - set(_MSGTYPES)
     if unknown:
         raise ValueError(f"unknown topic keys {sorted(unknown)}; known: {sorted(_MSGTYPES)}")
@@ -246,10 +336,15 @@ def write_sample_bag(path: str | Path, *, storage: str = "mcap", n_frames: int =
                 writer.write(connections[key], stamp_ns, data)
 
         first = sequence.frames[0].stamp_ns
-        write("tf_static", build.tf_static(build.header(first, CAMERA_FRAME),
-                                           sequence.extrinsic), first)
+        static = [(CAMERA_FRAME, LIDAR_FRAME, sequence.extrinsic.pose)]
+        if sensor_depth == "offset":
+            static.append((CAMERA_FRAME, DEPTH_FRAME, depth_sensor(sequence.camera)[1]))
+        write("tf_static", build.tf_message(first, static), first)
+        rng = np.random.default_rng([seed, 2])
         for frame in sequence.frames:
-            for key, msg in _frame_messages(build, frame, sequence.camera).items():
+            messages = {**_frame_messages(build, frame, sequence.camera),
+                        **_extra_messages(build, frame, sequence, sensor_depth, ground_tf, rng)}
+            for key, msg in messages.items():
                 write(key, msg, frame.stamp_ns)
     return path
 

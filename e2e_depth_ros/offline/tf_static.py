@@ -39,7 +39,7 @@ class RigidTransform:
 IDENTITY = RigidTransform(np.eye(3), np.zeros(3))
 
 
-def _strip(frame: str) -> str:
+def strip_slash(frame: str) -> str:
     """tf2 ignores a leading slash in frame ids (a ROS 1 habit); so does this tree."""
     return frame.lstrip("/")
 
@@ -54,8 +54,8 @@ class StaticTransforms:
         """Add every transform of a tf2_msgs/TFMessage."""
         for stamped in msg.transforms:
             t, q = stamped.transform.translation, stamped.transform.rotation
-            self._edges[_strip(stamped.child_frame_id)] = (
-                _strip(stamped.header.frame_id),
+            self._edges[strip_slash(stamped.child_frame_id)] = (
+                strip_slash(stamped.header.frame_id),
                 RigidTransform(quaternion_to_matrix(q.x, q.y, q.z, q.w),
                                np.array([t.x, t.y, t.z], dtype=np.float64)),
             )
@@ -64,15 +64,28 @@ class StaticTransforms:
     def frames(self) -> list[str]:
         """Every frame id the tree knows, sorted."""
         names = set(self._edges) | {parent for parent, _ in self._edges.values()}
+        names |= self._moving_frames()
         return sorted(names)
 
-    def lookup(self, target: str, source: str) -> RigidTransform | None:
-        """Transform taking ``source``-frame points into ``target``; None when unconnected."""
-        target, source = _strip(target), _strip(source)
+    def _moving_frames(self) -> set[str]:
+        return set()
+
+    def _edges_at(self, stamp_ns: int | None) -> dict[str, tuple[str, RigidTransform]]:
+        """child -> (parent, T) of every edge known at ``stamp_ns``: here the static ones."""
+        return self._edges
+
+    def lookup(self, target: str, source: str, stamp_ns: int | None = None
+               ) -> RigidTransform | None:
+        """Transform taking ``source``-frame points into ``target``; None when unconnected.
+
+        ``stamp_ns``: the time of the points, for trees that also hold moving edges
+        (``tf_buffer.TransformBuffer``); the static tree is the same at every time.
+        """
+        target, source = strip_slash(target), strip_slash(source)
         if target == source:
             return IDENTITY
         graph: dict[str, list[tuple[str, RigidTransform]]] = {}
-        for child, (parent, tf) in self._edges.items():
+        for child, (parent, tf) in self._edges_at(stamp_ns).items():
             graph.setdefault(child, []).append((parent, tf))  # child -> parent: T
             graph.setdefault(parent, []).append((child, tf.inverse()))
         seen = {source}
