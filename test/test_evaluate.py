@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from e2e_depth_ros.offline import evaluate
-from e2e_depth_ros.offline.eval_messages import gt_depth_meters
+from e2e_depth_ros.ros.messages import depth_image_meters
 from e2e_depth_ros.offline.eval_types import SKIP_REASONS, EvalOptions, EvalTopics
 from e2e_depth_ros.offline.synthetic import DEFAULT_TOPICS, write_sample_bag
 from e2e_depth_ros.offline.tf_static import StaticTransforms
@@ -93,7 +93,7 @@ class GroundTruthDepth:
 
         self.inner = inner
         msgs = _read_bag(bag)
-        gt = {_stamp(m.header): gt_depth_meters(m)
+        gt = {_stamp(m.header): depth_image_meters(m)
               for m in msgs[DEFAULT_TOPICS["depth_gt"]]}
         self.depth = {}
         for msg in msgs[DEFAULT_TOPICS["image"]]:
@@ -210,7 +210,7 @@ def _signed_errors(metric_msgs, gt_msgs):
     """(metric - GT) / GT over the pixels where both are valid, all frames pooled."""
     from e2e_depth_ros.ros.messages import image_to_array
 
-    gt = {_stamp(m.header): gt_depth_meters(m) for m in gt_msgs}
+    gt = {_stamp(m.header): depth_image_meters(m) for m in gt_msgs}
     errors = []
     for msg in metric_msgs:
         metric, truth = image_to_array(msg), gt[_stamp(msg.header)]
@@ -222,7 +222,7 @@ def _signed_errors(metric_msgs, gt_msgs):
 def _recorded_signed_errors(per_frame, bag, *, scale, shift):
     """(metric - GT) / GT of each frame's published metric depth, ``frame.scale * relative +
     frame.shift``, where the recorded relative depth is (GT - shift) / scale."""
-    gt = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: gt_depth_meters(m)
+    gt = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: depth_image_meters(m)
           for m in _read_bag(bag)[DEFAULT_TOPICS["depth_gt"]]}
     errors = []
     for frame in per_frame:
@@ -492,16 +492,17 @@ def _image(array, encoding):
     return build_image(types["sensor_msgs/msg/Image"], header, array, encoding)
 
 
-def test_gt_depth_16uc1_is_millimeters_with_zero_invalid_and_32fc1_is_meters():
+def test_gt_depth_16uc1_is_millimeters_and_32fc1_meters_with_invalid_values_nan():
     mm = np.array([[0, 1500, 65535]], dtype=np.uint16)
-    np.testing.assert_array_equal(gt_depth_meters(_image(mm, "16UC1")),
+    np.testing.assert_array_equal(depth_image_meters(_image(mm, "16UC1")),
                                   np.array([[np.nan, 1.5, 65.535]], dtype=np.float32))
-    meters = np.array([[np.inf, 2.25, np.nan]], dtype=np.float32)
-    np.testing.assert_array_equal(gt_depth_meters(_image(meters, "32FC1")), meters)
+    meters = np.array([[np.inf, 2.25, np.nan, 0.0, -1.0]], dtype=np.float32)
+    np.testing.assert_array_equal(depth_image_meters(_image(meters, "32FC1")),
+                                  np.array([[np.nan, 2.25, np.nan, np.nan, np.nan]], np.float32))
     from e2e_depth_ros.errors import MessageError
 
-    with pytest.raises(MessageError, match="16UC1 .* or 32FC1 .*got mono8"):
-        gt_depth_meters(_image(np.zeros((2, 2), np.uint8), "mono8"))
+    with pytest.raises(MessageError, match="16UC1 .* or 32FC1 .*got 'mono8'"):
+        depth_image_meters(_image(np.zeros((2, 2), np.uint8), "mono8"))
 
 
 # --------------------------------------------------------------------------- bare files, output
@@ -597,7 +598,7 @@ def _gt_edit(kind):
 @pytest.mark.parametrize("kind, fragment", [
     ("wrong_size", "64x24, the image is 64x48"), ("all_nan", "fewer than 2 valid pixels"),
     ("all_zero", "fewer than 2 valid pixels"), ("all_inf", "fewer than 2 valid pixels"),
-    ("all_negative", "fewer than 2 valid pixels"), ("wrong_encoding", "got mono8")])
+    ("all_negative", "fewer than 2 valid pixels"), ("wrong_encoding", "got 'mono8'")])
 def test_unusable_ground_truth_exits_2_and_writes_nothing(kind, fragment, bags, tmp_path,
                                                           capsys):
     bag = _rewrite_bag(bags["mcap"], tmp_path / kind, _gt_edit(kind))

@@ -22,27 +22,6 @@ def decode_rgb(msg: Any, msgtype: str) -> np.ndarray:
     return compressed_to_rgb(msg) if msgtype == COMPRESSED else image_to_rgb(msg)
 
 
-def gt_depth_meters(msg: Any) -> np.ndarray:
-    """float32 (H, W) meters from a GT depth Image, NaN where invalid.
-
-    16UC1 (and mono16) is millimeters with 0 = invalid (the OpenNI / RealSense habit);
-    32FC1 is meters (REP 118) with non-finite = invalid.
-    """
-    import numpy as np
-
-    from e2e_depth_ros.ros.messages import image_to_array
-
-    values = image_to_array(msg)
-    if msg.encoding in ("16UC1", "mono16"):
-        depth = values.astype(np.float32) / np.float32(1000.0)
-        depth[values == 0] = np.nan
-        return depth
-    if msg.encoding in ("32FC1", "64FC1"):
-        return values.astype(np.float32)
-    raise MessageError(f"ground-truth depth must be 16UC1 (mm) or 32FC1 (m), "
-                       f"got {msg.encoding}")
-
-
 def float_image(msg: Any, encoding: str) -> np.ndarray:
     """A recorded 32FC1 / 32FC3 image, refusing any other encoding (no silent casts)."""
     from e2e_depth_ros.ros.messages import image_to_array

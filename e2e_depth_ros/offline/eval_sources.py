@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from e2e_depth_ros.core.scale_sources import SOURCES
 from e2e_depth_ros.errors import BagError, E2EDepthError
-from e2e_depth_ros.offline.eval_messages import gt_depth_meters
 from e2e_depth_ros.offline.tf_static import strip_slash
 
 if TYPE_CHECKING:
@@ -174,14 +173,14 @@ class FrameReferences:
     def _sensor_depth(self, plan: FramePlan, camera_frame: str
                       ) -> tuple[ScaleReference | None, str | None]:
         from e2e_depth_ros.core.scale_sources import SensorDepth
-        from e2e_depth_ros.ros.messages import camera_from_info
+        from e2e_depth_ros.ros.messages import camera_from_info, depth_image_meters
 
         if plan.sensor_depth is None:
             return None, (f"no sensor depth within {self.tolerance} s of the image: no fit "
                           "(the scale filter holds)")
         try:
             msg = self.message("sensor_depth", plan.sensor_depth)[0]
-            depth = gt_depth_meters(msg)
+            depth = depth_image_meters(msg)
         except E2EDepthError as err:
             return None, f"sensor depth not usable ({err}): no fit"
         frame = msg.header.frame_id

@@ -17,7 +17,7 @@ from e2e_depth_ros.errors import BagError, E2EDepthError
 from e2e_depth_ros.offline.bag_io import MessageRef, OutputBag, TopicIndex, bag_read_errors, \
     fetch_message
 from e2e_depth_ros.offline.eval_sources import FITTED
-from e2e_depth_ros.offline.eval_messages import (decode_rgb, float_image, gt_depth_meters,
+from e2e_depth_ros.offline.eval_messages import (decode_rgb, float_image,
                                                  is_metric_topic)
 from e2e_depth_ros.offline.eval_types import (SKIP_REASONS, EvalOptions, EvalResult,
                                               EvalTopics, FrameScore)
@@ -155,7 +155,9 @@ class FrameEvaluation:
         if plan.gt_depth is None:
             self.skipped["no_gt_match"] += 1
             return
-        gt = self._decoded("gt_depth", plan.gt_depth, gt_depth_meters, "undecodable_gt")
+        from e2e_depth_ros.ros.messages import depth_image_meters
+
+        gt = self._decoded("gt_depth", plan.gt_depth, depth_image_meters, "undecodable_gt")
         if gt is not None:
             self._score(i, plan, rgb, gt, result)
 

@@ -14,7 +14,6 @@ from typing import Any
 from e2e_depth_ros.errors import BagError, E2EDepthError
 from e2e_depth_ros.offline.bag_io import (IMAGE, MessageRef, TopicIndex, bag_read_errors,
                                           fetch_message)
-from e2e_depth_ros.offline.eval_messages import gt_depth_meters
 from e2e_depth_ros.offline.eval_types import EvalOptions, EvalTopics
 
 
@@ -113,6 +112,7 @@ def check_ground_truth(reader: Any, bag: Path, indexes: dict[str, TopicIndex],
     is written: decodable, the image's size, with 2 or more valid pixels. Stops at the first
     usable one, so a good bag costs one extra message read."""
     from e2e_depth_ros.core.metrics import valid_depth_mask
+    from e2e_depth_ros.ros.messages import depth_image_meters
 
     problems: dict[str, int] = {}
     gt_index, image_index = indexes["gt_depth"], indexes["image"]
@@ -121,7 +121,7 @@ def check_ground_truth(reader: Any, bag: Path, indexes: dict[str, TopicIndex],
             continue
         try:
             msg = fetch_message(reader, gt_index, plan.gt_depth)[0]
-            gt = gt_depth_meters(msg)
+            gt = depth_image_meters(msg)
         except (E2EDepthError, *bag_read_errors()) as err:
             problem = f"not usable ({err})"
         else:
