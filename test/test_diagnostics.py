@@ -42,11 +42,13 @@ def stream_fed(frames: int = 3, *, start: float = 100.0, period: float = 0.1,
     return stream
 
 
-def view(config=ProcessingConfig(fixed_scale=1.0), *, metric_wanted=False) -> diagnostics.NodeView:
+def view(config=ProcessingConfig(fixed_scale=1.0), *, metric_wanted=False,
+         source=None) -> diagnostics.NodeView:
     params = {"processing_resolution": 0, "input_qos": "auto"}
     return diagnostics.NodeView(FrameProcessor(Model(), config, finisher=None), params,
                                 max_batch=1, dropped=0, metric_wanted=metric_wanted,
-                                wall_clock_s=0.0)
+                                wall_clock_s=0.0, scale_source=source or (
+                                    "fixed" if config.fixed_scale > 0 else "lidar"))
 
 
 def test_a_stream_is_ok_while_frames_come_and_warns_of_an_outage_once_they_stop():
@@ -118,3 +120,17 @@ def test_values_are_strings_and_the_failed_frame_error_shows_only_while_recent()
     later = diagnostics.stream_status(stream, last + 60.0, view())
     assert later.values["last_error"] == "" and "frames failing" not in later.message
     assert np.isfinite(float(later.values["scale"]))
+
+
+@pytest.mark.parametrize("source, level, text", [
+    ("none", diagnostics.OK, "off: scale_source none"),
+    ("depth", diagnostics.WARN, "WARN no sensor depth image"),
+    ("ground", diagnostics.ERROR, "ERROR no fit"),
+])
+def test_each_scale_source_says_what_it_lacks(source, level, text):
+    stream = stream_fed()
+    report = diagnostics.stream_status(stream, stream.stats.health.input.last + 0.2,
+                                       view(ProcessingConfig(), metric_wanted=True,
+                                            source=source))
+    assert report.level == level and report.values["scale_status"].startswith(text)
+    assert report.values["scale_source"] == source

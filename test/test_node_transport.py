@@ -181,9 +181,11 @@ def test_resubscribing_camera_info_keeps_it_ahead_of_the_image_in_the_executor(s
         assert wait_for(lambda: node._inputs["camera_info"].choice.reliability == "reliable")
     finally:
         publisher_node.destroy_node()
-    names = [sub.topic_name.rsplit("/", 1)[-1] for sub in node.subscriptions]
+    names = [sub.topic_name.removeprefix(f"{spun_node.namespace}/")
+             for sub in node.subscriptions]
     assert [n for n in names if n in ("camera_info", "points_lidar", "image")] == \
         ["camera_info", "points_lidar", "image"]
+    assert names.index("sensor_depth/image") < names.index("image")
 
 
 def test_best_effort_camera_using_the_shipped_profile_reaches_the_node_at_640x480(

@@ -203,10 +203,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     normals_model = _model_arg(args.normals_model)
     if depth_model is None and normals_model is None:
         raise UsageError("both --depth-model and --normals-model are disabled; enable one")
-    from e2e_depth_ros.model.model_args import task_warnings
-
-    for warning in task_warnings(depth_model, normals_model):  # the other task's checkpoint
-        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {shown(out)}: exists and is not a folder")
@@ -216,6 +212,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if inputs.earlier_outputs:
         print(f"{PROG}: note: not reading {len(inputs.earlier_outputs)} earlier outputs of "
               f"predict in {shown(source)} (pictures beside their .npy)", file=sys.stderr)
+    from e2e_depth_ros.model.model_args import task_warnings
+
+    for warning in task_warnings(depth_model, normals_model):  # the other task's checkpoint
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
 
     from tqdm import tqdm
 
