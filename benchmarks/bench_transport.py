@@ -310,13 +310,11 @@ def print_node_table(rows: list[dict]) -> None:
 def node_suite(args) -> int:
     import tempfile
 
-    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
-
     print(f"# node: {args.count} frames 640x480 at {args.rate:g} Hz per case, ROS domain "
           f"{args.domain}, load average {os.getloadavg()[0]:.2f} at start", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "node.log", "w") as log:
-        checkpoint = str(make_tiny_checkpoint(Path(tmp) / "depth", task="depth"))
+        checkpoint = harness.ensure_checkpoint(args.ckpt_dir or tmp, "tiny", "depth")
         for repeat in range(args.repeats):
             for name in args.node_cases:
                 rows.append(run_node_case(name, count=args.count, rate=args.rate,
@@ -415,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node", action="store_true",
                         help="measure the node (launch defaults) instead of raw transport")
     parser.add_argument("--repeats", type=int, default=1, help="--node: rounds of the cases")
+    parser.add_argument("--ckpt-dir", type=Path, default=None,
+                        help="--node: keep/reuse the tiny checkpoint here")
     parser.add_argument("--node-cases", nargs="+", choices=list(NODE_CASES),
                         default=list(NODE_CASES), metavar="CASE",
                         help=f"--node: the cases to run, of {list(NODE_CASES)}")
