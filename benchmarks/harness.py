@@ -92,7 +92,11 @@ def run(args: Sequence[str], *, timeout: float, **popen) -> subprocess.Completed
 
 
 def stop(*children: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGINT (a ROS node shuts down cleanly on it), then SIGKILL after ``grace`` seconds."""
+    """SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    SIGTERM, not SIGINT: a ROS node shuts down cleanly on either, but a shell starts
+    background jobs with SIGINT ignored, and children inherit that.
+    """
     for child in children:
         if child.stdin:  # EOF: the children that wait for a line on stdin return at once
             try:
@@ -100,7 +104,7 @@ def stop(*children: subprocess.Popen, grace: float = 5.0) -> None:
             except OSError:
                 pass
         if child.poll() is None:
-            child.send_signal(signal.SIGINT)
+            child.terminate()
     deadline = time.monotonic() + grace
     for child in children:
         try:
