@@ -1,7 +1,7 @@
 """Every available backend and precision against torch fp32, seconds per frame and agreement.
 
 Run: ``python benchmarks/bench_backends.py [--size real|mid|tiny] [--resolutions 384 768]
-[--repeats N] [--work DIR]``.
+[--repeats N] [--work DIR] [--backends openvino onnxruntime] [--quick]``.
 
 For each processing resolution and each configuration (openvino fp32/bf16, onnxruntime fp32,
 as installed and supported here), the configuration and torch fp32 are timed in alternating
@@ -26,29 +26,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import harness
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries  # noqa: E402
-from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
+
+BACKENDS = ("openvino", "onnxruntime")
+# One backend: each conversion, even of the tiny model, takes seconds.
+QUICK = {"size": "tiny", "normals_size": "tiny", "resolutions": [64], "repeats": 1,
+         "backends": ["onnxruntime"]}
 
 
-def ensure_checkpoint(folder: Path, size: str, task: str) -> str:
-    path = folder / f"{size}-{task}"
-    if not (path / "model_index.json").is_file():
-        make_tiny_checkpoint(path, task=task, size=size)
-    return str(path)
-
-
-def configurations() -> list[tuple[str, str]]:
-    """(backend, precision) pairs this machine can run, besides the torch fp32 reference."""
+def configurations(backends: list[str]) -> list[tuple[str, str]]:
+    """(backend, precision) pairs of ``backends`` this machine can run, besides the torch
+    fp32 reference."""
     found = []
-    if importlib.util.find_spec("openvino"):
+    if "openvino" in backends and importlib.util.find_spec("openvino"):
         import openvino as ov
 
         found.append(("openvino", "fp32"))
         if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             found.append(("openvino", "bf16"))
-    if importlib.util.find_spec("onnxruntime"):
+    if "onnxruntime" in backends and importlib.util.find_spec("onnxruntime"):
         found.append(("onnxruntime", "fp32"))
     return found
 
@@ -75,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[384, 768])
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds per pair")
     parser.add_argument("--work", default="/tmp/e2e-bench-backends")
-    args = parser.parse_args(argv)
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
+                        help="those to compare with torch, where installed")
+    args = harness.parse(parser, argv, QUICK)
     quiet_model_libraries()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cache = str(work / "cache")
-    depth_ckpt = ensure_checkpoint(work, args.size, "depth")
-    normals_ckpt = ensure_checkpoint(work, args.normals_size, "normals")
-    configs = configurations()
+    depth_ckpt = harness.ensure_checkpoint(work, args.size, "depth")
+    normals_ckpt = harness.ensure_checkpoint(work, args.normals_size, "normals")
+    configs = configurations(args.backends)
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads; configurations "
         f"{configs}; model {args.size}; normals agreement on {args.normals_size}")
 
@@ -159,4 +161,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(harness.main(main))

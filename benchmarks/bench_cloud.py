@@ -1,7 +1,7 @@
 """Time build_pointcloud on an organized 640 x 480 cloud (target: xyz + rgb <= 5 ms).
 
-Run: ``python benchmarks/bench_cloud.py [--runs N]``. Prints the median and best of N runs
-for xyz, xyz + rgb and xyz + rgb + normals, with rclpy and rosbags message classes.
+Run: ``python benchmarks/bench_cloud.py [--runs N] [--quick]``. Prints the median and best of
+N runs for xyz, xyz + rgb and xyz + rgb + normals, with rclpy and rosbags message classes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import time
 
 import numpy as np
 
+import harness
 from e2e_depth_ros.ros.messages import build_pointcloud
+
+QUICK = {"runs": 3}
 
 
 def message_classes() -> dict[str, tuple[type, type, object]]:
@@ -39,12 +42,12 @@ def message_classes() -> dict[str, tuple[type, type, object]]:
     return classes
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    args = parser.parse_args()
+    args = harness.parse(parser, argv, QUICK)
 
     rng = np.random.default_rng(0)
     shape = (args.height, args.width, 3)
@@ -68,7 +71,8 @@ def main() -> None:
             times = times[3:]  # warm-up
             print(f"  {library:8s} {name:16s} median {statistics.median(times):6.2f}"
                   f"  best {min(times):6.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(harness.main(main))

@@ -1,6 +1,6 @@
 """Time Estimator.predict against diffusers' MarigoldDepthPipeline on the same weights.
 
-Run: ``python benchmarks/bench_estimator.py [--size mid|real|tiny] [--repeats N]``.
+Run: ``python benchmarks/bench_estimator.py [--size mid|real|tiny] [--repeats N] [--quick]``.
 Prints (a) depth-only Estimator vs a MarigoldDepthPipeline set up to compute the same thing
 (one step at t = 999, zero latents, no ensembling; target ratio <= 1.0) and (b) one
 Estimator with depth + normals vs the sum of a depth-only and a normals-only one (target
@@ -23,23 +23,15 @@ from typing import Callable
 import numpy as np
 import torch
 
+import harness
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from e2e_depth_ros.model.estimator import (  # noqa: E402
     Estimator, quiet_model_libraries, resolve_device,
     resolve_dtype)
-from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
 
-
-def ensure_checkpoints(folder: Path, size: str, seed: int = 0) -> dict[str, Path]:
-    """Depth and normals checkpoints of one seed (shared VAE), made unless already there."""
-    paths = {}
-    for task in ("depth", "normals"):
-        path = folder / f"{size}-{task}-seed{seed}"
-        if not (path / "model_index.json").is_file():
-            make_tiny_checkpoint(path, task=task, seed=seed, size=size)
-        paths[task] = path
-    return paths
+QUICK = {"size": "tiny", "width": 64, "height": 48, "resolution": 64, "repeats": 1}
 
 
 def marigold_depth_pipeline(path: Path, device: torch.device, dtype: torch.dtype,
@@ -117,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt-dir", type=Path, default=None,
                         help="keep/reuse checkpoints here instead of a temporary folder")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv, QUICK)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     with tempfile.TemporaryDirectory(prefix="bench_estimator_") as tmp:
-        ckpts = ensure_checkpoints(args.ckpt_dir or Path(tmp), args.size)
+        ckpts = {task: Path(harness.ensure_checkpoint(args.ckpt_dir or tmp, args.size, task))
+                 for task in ("depth", "normals")}
         figures = run(args, ckpts, device, dtype)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
@@ -199,4 +192,4 @@ def run(args: argparse.Namespace, ckpts: dict[str, Path], device: torch.device,
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(harness.main(main))

@@ -1,6 +1,6 @@
 """How far a CPU backend can go in fp32: each stage's multiply-adds against the CPU's peak.
 
-Run: ``python benchmarks/bench_flops.py [--size real] [--resolutions 384 768]``.
+Run: ``python benchmarks/bench_flops.py [--size real] [--resolutions 384 768] [--quick]``.
 
 Counts each stage's floating-point operations with torch's FlopCounterMode (one torch fp32
 frame per resolution), measures this machine's fp32 matrix-multiply rate (4096^2 sgemm,
@@ -19,16 +19,18 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+import harness
 
-from bench_backends import ensure_checkpoint  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from e2e_depth_ros.model.backend_torch import (  # noqa: E402
     DecoderStage, EncoderStage, UNetStage, load_checkpoint)
 from e2e_depth_ros.model.estimator import quiet_model_libraries  # noqa: E402
 
+QUICK = {"size": "tiny", "resolutions": [64], "sgemm_size": 512}
 
-def sgemm_gflops(n: int = 4096, rounds: int = 5) -> float:
+
+def sgemm_gflops(n: int, rounds: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     start = time.perf_counter()
@@ -42,14 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="real", choices=["tiny", "mid", "real"])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[384, 768])
     parser.add_argument("--work", default="/tmp/e2e-bench-backends")
-    args = parser.parse_args(argv)
+    parser.add_argument("--sgemm-size", type=int, default=4096,
+                        help="side of the square matrices of the peak measurement")
+    args = harness.parse(parser, argv, QUICK)
     quiet_model_libraries()
-    loaded = load_checkpoint(ensure_checkpoint(Path(args.work), args.size, "depth"))
+    loaded = load_checkpoint(harness.ensure_checkpoint(args.work, args.size, "depth"))
     stages = {"encoder": EncoderStage(loaded.vae),
               "unet": UNetStage(loaded.unet, loaded.text_embedding, loaded.timestep),
               "decoder": DecoderStage(loaded.vae)}
-    peak = sgemm_gflops()
-    print(f"fp32 sgemm on this CPU ({torch.get_num_threads()} threads): {peak:.0f} GFLOP/s")
+    peak = sgemm_gflops(args.sgemm_size)
+    print(f"fp32 sgemm {args.sgemm_size}^2 on this CPU ({torch.get_num_threads()} threads): "
+          f"{peak:.0f} GFLOP/s")
     print("| processing | stage | GFLOP | torch s | torch GFLOP/s | s at sgemm peak |")
     print("|---|---|---|---|---|---|")
     for res in args.resolutions:
@@ -79,4 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(harness.main(main))

@@ -6,7 +6,9 @@ with one pinned copy back, against the same frame finished in numpy.
 Run on a CUDA machine (under 8 minutes on an H200):
 ``python benchmarks/bench_gpu_path.py --size real --device cuda [--compile] [--cuda-graphs]``.
 Targets at 768x576 fp16: depth <= 20 ms/frame after warm-up, depth+normals <= 33 ms, the
-first frame after ready <= 1.5x the steady state. ``--device cpu --size tiny`` is a smoke run.
+first frame after ready <= 1.5x the steady state. ``--quick`` is a smoke run in seconds (tiny
+model, 64 px, a few frames; on the CPU where there is no GPU: then the figures say nothing
+about the GPU path, and the output says so).
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+import harness
 
-from bench_backends import ensure_checkpoint  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries  # noqa: E402
 from e2e_depth_ros.core.geometry import PinholeCamera  # noqa: E402
 from e2e_depth_ros.ros.outputs import OUTPUTS, PICTURES, needs_for  # noqa: E402
 from e2e_depth_ros.core.processing import FrameProcessor, ProcessingConfig  # noqa: E402
+
+QUICK = {"size": "tiny", "frames": 2, "resolution": 64,
+         "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def frame_ms(est: Estimator, image: np.ndarray, normals: bool) -> float:
@@ -69,28 +74,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda-graphs", action="store_true")
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--work", default="/tmp/e2e-bench-gpu")
-    args = parser.parse_args(argv)
+    parser.add_argument("--resolution", type=int, default=768,
+                        help="processing resolution; the image is that wide, 4:3")
+    args = harness.parse(parser, argv, QUICK)
     quiet_model_libraries()
-    work = Path(args.work)
-    depth = ensure_checkpoint(work, args.size, "depth")
-    normals = ensure_checkpoint(work, args.size, "normals")
+    depth = harness.ensure_checkpoint(args.work, args.size, "depth")
+    normals = harness.ensure_checkpoint(args.work, args.size, "normals")
     lines = []
+    width, height = args.resolution, args.resolution * 3 // 4
     est = Estimator(depth, normals, device=args.device, precision=args.precision,
-                    processing_resolution=768, compile=args.compile,
+                    processing_resolution=args.resolution, compile=args.compile,
                     cuda_graphs=args.cuda_graphs, log=lines.append)
     warm = est.warm_up(force=True)  # what the node does before "ready"
-    image = np.random.default_rng(0).integers(0, 256, (576, 768, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     first = frame_ms(est, image, normals=True)
     both = [frame_ms(est, image, normals=True) for _ in range(args.frames)]
     only = [frame_ms(est, image, normals=False) for _ in range(args.frames)]
     steady = statistics.median(both)
     print("\n".join(lines))
+    if est.device.type != "cuda":
+        print(f"CPU only ({est.device}): these figures say nothing about the GPU path")
     print(f"{est.describe()}, compile {args.compile}, CUDA graphs {args.cuda_graphs}, "
-          f"{args.size} model, 768x576, warm-up {warm:.1f} s")
+          f"{args.size} model, {width}x{height}, warm-up {warm:.1f} s")
     print(f"depth:          {statistics.median(only):8.1f} ms/frame (median of {args.frames})")
     print(f"depth+normals:  {steady:8.1f} ms/frame")
     print(f"first frame after warm-up: {first:.1f} ms = {first / steady:.2f}x steady state")
-    camera = PinholeCamera(768, 576, fx=600.0, fy=600.0, cx=383.5, cy=287.5)
+    camera = PinholeCamera(width, height, fx=0.78 * width, fy=0.8 * width,
+                           cx=width / 2 - 0.5, cy=height / 2 - 0.5)
     config = ProcessingConfig(fixed_scale=10.0, fixed_shift=0.5)
     for on_device in (False, True):
         proc = FrameProcessor(est, config, on_device=on_device)
@@ -102,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(harness.main(main))

@@ -13,6 +13,7 @@ against other load where one process gets one, so compare CPU s/frame for effici
 
     python benchmarks/bench_multicam.py [--sizes tiny mid] [--cameras 1 2 3 4] [--seconds 12]
         [--max-batch 0]    (the one node's max_batch; 0: its auto, one frame per call on a CPU)
+        [--quick]          (tiny model, one camera, two seconds per layout)
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", "78")
+import harness
+
+harness.ros_loopback(78)
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
@@ -44,6 +47,7 @@ from e2e_depth_ros.ros import messages  # noqa: E402
 from e2e_depth_ros.ros.sync import stamp_to_ns  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+QUICK = {"sizes": ["tiny"], "cameras": [1], "seconds": 2.0, "warmup": 1.0, "resolution": 64}
 
 
 @dataclass
@@ -95,7 +99,8 @@ def start_node(namespace: str, cameras: list[str], depth: str, normals: str,
     if cameras:
         args += ["-p", f"cameras:=[{', '.join(cameras)}]"]
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    return subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    with log.open("w") as out:
+        return harness.start(args, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 class Driver:
@@ -157,8 +162,9 @@ def measure(layout: str, size: str, n: int, ckpt: dict[str, str], args,
         procs = [start_node(f"/bm_{tag}_{i}", [], ckpt["depth"], ckpt["normals"],
                             args.resolution, 0, logs / f"{tag}_{i}.log") for i in range(n)]
         prefixes = [f"/bm_{tag}_{i}" for i in range(n)]
-    driver = Driver(prefixes, args.width, args.height)
+    driver = None
     try:
+        driver = Driver(prefixes, args.width, args.height)
         deadline = time.monotonic() + 180
         while not driver.ready():
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -178,21 +184,16 @@ def measure(layout: str, size: str, n: int, ckpt: dict[str, str], args,
         rss = sum(status_mb(p.pid) for p in procs)
         peak = sum(status_mb(p.pid, "VmHWM") for p in procs)
     finally:
-        driver.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        if driver is not None:
+            driver.close()
+        harness.stop(*procs, grace=10.0)
     p50, p95 = quantiles_ms([x for arr in per_camera for x in arr])
     worst = [quantiles_ms(arr) for arr in per_camera]
     return Run(size, layout, n, frames / span, p50, p95, max(w[0] for w in worst),
                max(w[1] for w in worst), rss, peak, cpu / max(frames, 1))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "mid"], choices=["tiny", "mid"])
     parser.add_argument("--cameras", nargs="+", type=int, default=[1, 2, 3, 4])
@@ -204,17 +205,17 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--max-batch", type=int, default=0,
                         help="the one node's max_batch; 0 = the node's auto (1 on a CPU)")
-    args = parser.parse_args()
+    parser.add_argument("--ckpt-dir", type=Path, default=None,
+                        help="keep/reuse checkpoints here instead of a temporary folder")
+    args = harness.parse(parser, argv, QUICK)
 
-    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
-
-    rclpy.init()
+    # rclpy's own signal handlers stay out: harness.main turns SIGTERM into an exit.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench_multicam_") as tmp:
         logs = Path(tmp)
         for size in args.sizes:
-            ckpt = {task: str(make_tiny_checkpoint(logs / f"{size}_{task}", task=task,
-                                                   size=size))
+            ckpt = {task: harness.ensure_checkpoint(args.ckpt_dir or logs, size, task)
                     for task in ("depth", "normals")}
             for n in args.cameras:
                 for layout in ("one node", "N nodes"):
@@ -245,4 +246,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(harness.main(main))

@@ -1,6 +1,6 @@
 """Time fit_depth_to_lidar on a 640 x 480 relative depth and 100k LiDAR points.
 
-Run: ``python benchmarks/bench_scale.py [--repeats N]``; prints the median in ms
+Run: ``python benchmarks/bench_scale.py [--repeats N] [--quick]``; prints the median in ms
 (target <= 20 ms on a 2-core CPU).
 """
 
@@ -13,10 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+import harness
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from e2e_depth_ros.core.geometry import PinholeCamera  # noqa: E402
 from e2e_depth_ros.core.scale import fit_depth_to_lidar  # noqa: E402
+
+QUICK = {"repeats": 3}
 
 
 def make_inputs(width: int = 640, height: int = 480, n_points: int = 100_000,
@@ -37,10 +41,10 @@ def make_inputs(width: int = 640, height: int = 480, n_points: int = 100_000,
     return relative, points, camera.projection
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
-    args = parser.parse_args()
+    args = harness.parse(parser, argv, QUICK)
     relative, points, P = make_inputs()
     fit = fit_depth_to_lidar(relative, points, P)
     times = []
@@ -51,7 +55,8 @@ def main() -> None:
     print(f"fit_depth_to_lidar 640x480, {len(points)} points: median "
           f"{1e3 * float(np.median(times)):.1f} ms (scale {fit.scale:.4f}, shift "
           f"{fit.shift:.4f}, {fit.inliers}/{fit.candidates} inliers, ok={fit.ok})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(harness.main(main))

@@ -23,9 +23,13 @@ The "before" row runs the node as it was (best-effort input, no profile).
 
     python benchmarks/bench_transport.py --node [--count 100]
 
+``--quick`` (with or without ``--node``) is a smoke run in seconds: one small payload without
+the profile, or the node's "reliable camera" case only, a few messages.
+
 A best-effort publisher with a reliable subscriber is not a case: DDS does not match them
 (the node avoids this by matching its subscription to the publisher, see e2e_depth_ros.ros.qos).
-Loopback only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST), one ROS domain of your choosing.
+Loopback only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST), one ROS domain of your choosing
+(``--domain``; by default ROS_DOMAIN_ID, else 67).
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ import threading
 import time
 from pathlib import Path
 
+import harness
+
+harness.ros_loopback(67)
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
@@ -50,6 +58,8 @@ PAYLOADS = {  # name: (kind, width, height)
     "cloud2": ("cloud", 320, 240),
     "cloud4": ("cloud", 160, 120),
 }
+QUICK = {"payloads": "image320x240", "profiles": "none", "count": 5, "rate": 20.0,
+         "node_cases": ["reliable camera"], "processing_resolution": 64}
 # (publisher, subscriber) reliabilities; best-effort -> reliable never matches in DDS.
 PAIRS = (("reliable", "reliable"), ("reliable", "best_effort"),
          ("best_effort", "best_effort"))
@@ -238,12 +248,12 @@ def run_node_case(name: str, *, count: int, rate: float, domain: int, checkpoint
     camera_rel, camera_profile, node_profile, input_qos = NODE_CASES[name]
     me = [sys.executable, str(Path(__file__).resolve())]
     timeout = str(count / rate + 300)
-    subs = {rel: subprocess.Popen(me + ["--role", "outputs", "--reliability", rel,
-                                        "--timeout", timeout],
-                                  env=_environment(domain, False), stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
+    subs = {rel: harness.start(me + ["--role", "outputs", "--reliability", rel,
+                                     "--timeout", timeout],
+                               env=_environment(domain, False), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
             for rel in ("best_effort", "reliable")}
-    node = subprocess.Popen(
+    node = harness.start(
         [sys.executable, "-m", "e2e_depth_ros.ros.node", "--ros-args",
          "--params-file", str(ROOT / "config" / "depth.yaml"),
          "-p", f"depth_model:={checkpoint}", "-p", "normals_model:=''", "-p", "device:=cpu",
@@ -258,11 +268,10 @@ def run_node_case(name: str, *, count: int, rate: float, domain: int, checkpoint
         time.sleep(2.0)
         if node.poll() is not None:
             raise RuntimeError(f"the node exited ({node.returncode}): see {log.name}")
-        camera = subprocess.run(
+        camera = harness.run(
             me + ["--role", "camera", "--reliability", camera_rel, "--count", str(count),
                   "--rate", str(rate), "--linger", "4"],
-            env=_environment(domain, camera_profile), timeout=count / rate + 200,
-            capture_output=True, text=True)
+            env=_environment(domain, camera_profile), timeout=count / rate + 200)
         if camera.returncode:
             raise RuntimeError(f"camera failed: {camera.stderr[-500:]}")
         time.sleep(4.0)  # the frame in flight, then one more diagnostics message
@@ -275,15 +284,7 @@ def run_node_case(name: str, *, count: int, rate: float, domain: int, checkpoint
             out, _ = sub.communicate(timeout=30)
             results[rel] = json.loads(out.strip().splitlines()[-1])
     finally:
-        for proc in (*subs.values(), node):
-            if proc.poll() is None:
-                proc.send_signal(2)
-        for proc in (*subs.values(), node):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        harness.stop(*subs.values(), node, grace=10.0)
     diag = results["reliable"]["diagnostics"] or results["best_effort"]["diagnostics"]
     return {"case": name, "count": count, "diagnostics": diag,
             "best_effort": results["best_effort"]["received"],
@@ -309,15 +310,13 @@ def print_node_table(rows: list[dict]) -> None:
 def node_suite(args) -> int:
     import tempfile
 
-    from e2e_depth_ros.model.tiny_checkpoint import make_tiny_checkpoint
-
     print(f"# node: {args.count} frames 640x480 at {args.rate:g} Hz per case, ROS domain "
           f"{args.domain}, load average {os.getloadavg()[0]:.2f} at start", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "node.log", "w") as log:
-        checkpoint = str(make_tiny_checkpoint(Path(tmp) / "depth", task="depth"))
+        checkpoint = harness.ensure_checkpoint(args.ckpt_dir or tmp, "tiny", "depth")
         for repeat in range(args.repeats):
-            for name in NODE_CASES:
+            for name in args.node_cases:
                 rows.append(run_node_case(name, count=args.count, rate=args.rate,
                                           domain=args.domain, checkpoint=checkpoint,
                                           resolution=args.processing_resolution, log=log))
@@ -357,18 +356,17 @@ def run_case(payload: str, pub_rel: str, sub_rel: str, profile: str, *, count: i
     common = ["--payload", payload, "--topic", topic, "--count", str(count)]
     sub_depth = "1" if kind == "image" else "5"  # the node's image input; Nav2's sensor QoS
     pub_depth = "5" if kind == "image" else "2"  # a camera driver; the node's outputs
-    sub = subprocess.Popen(
+    sub = harness.start(
         me + ["--role", "sub", "--reliability", sub_rel, "--depth", sub_depth,
               "--timeout", str(count / rate + 30)] + common,
         env=_environment(domain, profile == "both"), stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True)
     try:
         assert sub.stdout.readline().strip() == "ready", "subscriber did not start"
-        pub = subprocess.run(
+        pub = harness.run(
             me + ["--role", "pub", "--reliability", pub_rel, "--depth", pub_depth,
                   "--rate", str(rate)] + common,
-            env=_environment(domain, profile in ("pub", "both")), timeout=count / rate + 60,
-            capture_output=True, text=True)
+            env=_environment(domain, profile in ("pub", "both")), timeout=count / rate + 60)
         if pub.returncode:
             raise RuntimeError(f"publisher failed: {pub.stderr[-500:]}")
         try:
@@ -378,9 +376,7 @@ def run_case(payload: str, pub_rel: str, sub_rel: str, profile: str, *, count: i
             pass
         out, _ = sub.communicate(timeout=30)
     finally:
-        if sub.poll() is None:
-            sub.kill()
-            sub.wait()
+        harness.stop(sub)
     result = json.loads(out.strip().splitlines()[-1])
     latency = result["latency_ms"]
     return {"payload": payload, "pub": pub_rel, "sub": sub_rel, "profile": profile,
@@ -411,10 +407,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma list: none, pub (publisher process only), both")
     parser.add_argument("--count", type=int, default=30, help="messages per case")
     parser.add_argument("--rate", type=float, default=10.0, help="publish rate (Hz)")
-    parser.add_argument("--domain", type=int, default=67, help="ROS_DOMAIN_ID of the cases")
+    parser.add_argument("--domain", type=int, default=int(os.environ["ROS_DOMAIN_ID"]),
+                        help="ROS_DOMAIN_ID of the cases (default: this environment's, else "
+                        "67)")
     parser.add_argument("--node", action="store_true",
                         help="measure the node (launch defaults) instead of raw transport")
     parser.add_argument("--repeats", type=int, default=1, help="--node: rounds of the cases")
+    parser.add_argument("--ckpt-dir", type=Path, default=None,
+                        help="--node: keep/reuse the tiny checkpoint here")
+    parser.add_argument("--node-cases", nargs="+", choices=list(NODE_CASES),
+                        default=list(NODE_CASES), metavar="CASE",
+                        help=f"--node: the cases to run, of {list(NODE_CASES)}")
     parser.add_argument("--processing-resolution", type=int, default=128,
                         help="--node: the model's resolution; outputs stay 640x480 (the "
                              "launch default 768 is far below 10 Hz on a CPU)")
@@ -426,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     parser.add_argument("--linger", type=float, default=1.5, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv, QUICK)
     if args.role == "pub":
         return run_publisher(args)
     if args.role == "sub":
@@ -460,4 +463,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(harness.main(main))
