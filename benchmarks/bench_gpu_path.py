@@ -59,9 +59,10 @@ def pipeline_ms(proc: FrameProcessor, image: np.ndarray, camera: PinholeCamera) 
 
 
 def _draw(key: str, array: np.ndarray) -> np.ndarray:
-    from e2e_depth_ros.ros import messages, outputs
+    from e2e_depth_ros.core import visualize
+    from e2e_depth_ros.ros import outputs
 
-    return {"depth_vis": messages.colorize_depth, "normals_vis": messages.normals_to_rgb8,
+    return {"depth_vis": visualize.colorize_depth, "normals_vis": visualize.normals_to_rgb8,
             "depth_mm": outputs._millimetres}[key](array)
 
 
@@ -102,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     camera = PinholeCamera(width, height, fx=0.78 * width, fy=0.8 * width,
                            cx=width / 2 - 0.5, cy=height / 2 - 0.5)
     config = ProcessingConfig(fixed_scale=10.0, fixed_shift=0.5)
+    from e2e_depth_ros.model.device_finish import DeviceFinisher
+
     for on_device in (False, True):
-        proc = FrameProcessor(est, config, on_device=on_device)
+        proc = FrameProcessor(est, config,
+                              finisher=DeviceFinisher(est.device) if on_device else None)
         pipeline_ms(proc, image, camera)
         times = [pipeline_ms(proc, image, camera) for _ in range(args.frames)]
         where = "on the device, one pinned copy" if on_device else "numpy after the copy"

@@ -20,7 +20,6 @@ import numpy as np
 
 from e2e_depth_ros.errors import CameraError, MessageError
 from e2e_depth_ros.core.geometry import PinholeCamera, camera_from_projection
-from e2e_depth_ros.core.visualize import colorize_depth, normals_to_rgb8  # noqa: F401
 
 
 class Encoding(NamedTuple):
