@@ -37,7 +37,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from e2e_depth_ros.core.depth_model import DepthModel
 from e2e_depth_ros.core.processing import Frame, FrameProcessor
 from e2e_depth_ros.errors import E2EDepthError
-from e2e_depth_ros.model.model_args import model_or_none, task_mismatch
+from e2e_depth_ros.model.model_args import model_or_none, task_warnings
 from e2e_depth_ros.ros import diagnostics, pairing
 from e2e_depth_ros.ros.admission import Refusal, admit_image
 from e2e_depth_ros.ros.problem_log import ProblemLog
@@ -71,7 +71,9 @@ class DepthNode(Node):
         self._camera_sources = declare_camera_sources(self, self._input_topics)
         check_camera_topics(self, self._input_topics,
                             compressed=self._params["use_compressed"])
-        self.startup_warnings = self._check_model_names()
+        # a checkpoint whose files or name say it is the other task's, or say neither
+        self.startup_warnings = task_warnings(self._params["depth_model"],
+                                              self._params["normals_model"])
         for text in self.startup_warnings:
             self.get_logger().warning(text)
         if estimator is None:
@@ -145,14 +147,6 @@ class DepthNode(Node):
         """The source of a camera's metric scale now (``auto`` resolved)."""
         chosen = self._camera_sources.get(camera) or self._params["scale_source"]
         return resolve_source(chosen, self._params["fixed_scale"])
-
-    def _check_model_names(self) -> list[str]:
-        """Warnings for a checkpoint whose files or name say it is the other task's, or say
-        neither (model_args.task_mismatch)."""
-        models = {task: model_or_none(self._params[f"{task}_model"])
-                  for task in ("depth", "normals")}
-        return [text for task, model in models.items()
-                if model and (text := task_mismatch(model, task))]
 
     def _check_name_unique(self) -> None:
         """Warn once if another node on the graph has this node's name (after discovery)."""
