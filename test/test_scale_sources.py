@@ -339,3 +339,15 @@ def test_a_fit_refusal_names_the_source_of_its_pairs():
     assert "valid floor points in the image, need >= 1000000" in ground.fit.reason
     sensor = run(SensorDepth(view.depth), view, relative, processor=processor)
     assert "valid sensor depth points in the image, need >= 1000000" in sensor.fit.reason
+
+
+def test_the_ground_sees_the_normals_only_when_the_frame_asks_the_model_for_them():
+    rng = np.random.default_rng(12)
+    pose = camera_pose((WALL_X - 0.5, 0.0, 1.0), pitch=np.deg2rad(10.0))
+    view = render(pose, scene=WALL_ONLY)
+    relative = predict(view.depth, rng).relative
+    asked = run(ground_of(pose), view, relative, normals=view.normals,
+                needs=Needs(points=False))
+    assert "no pixel below the horizon faces up" in asked.fit.reason
+    unasked = run(ground_of(pose), view, relative, normals=view.normals, needs=NO_POINTS)
+    assert "(relative depth not increasing with distance)" in unasked.fit.reason
