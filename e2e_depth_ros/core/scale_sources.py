@@ -90,7 +90,7 @@ class SensorDepth:
         d = np.asarray(self.depth, dtype=np.float64)
         if d.ndim != 2 or d.size == 0:
             return refused(f"sensor depth must be one channel (h, w), got shape {d.shape}")
-        if d.shape[0] * width != d.shape[1] * height and camera is not None:
+        if d.shape[0] * width != d.shape[1] * height:  # registered: same view, any size
             return refused(f"sensor depth {d.shape[1]}x{d.shape[0]} has another aspect ratio "
                            f"than the image {width}x{height}: not registered to it")
         rows, cols = np.nonzero(np.isfinite(d) & (d > min_range))
