@@ -162,7 +162,7 @@ def sensor_table(bench: Bench, camera, frames: int, rng: np.random.Generator
             prediction = S.predict(view.depth, rng)
             if case in ("16UC1", "32FC1"):
                 msg = depth_message(S.sparse_sensor_depth(view.depth, rng), case, rng)
-                reference = SensorDepth(S.metres_of(messages.image_to_array(msg), case))
+                reference = SensorDepth(messages.depth_image_meters(msg))
             elif case == "half":
                 reference = SensorDepth(S.sparse_sensor_depth(S.render(pose, half).depth, rng))
             else:

@@ -131,18 +131,6 @@ def as_32fc1(depth_m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def metres_of(values: np.ndarray, encoding: str) -> np.ndarray:
-    """A decoded 16UC1 / 32FC1 depth image as float32 metres, NaN invalid."""
-    if encoding == "16UC1":
-        depth = values.astype(np.float32) / np.float32(1000.0)
-        depth[values == 0] = np.nan
-        return depth
-    assert encoding == "32FC1", encoding
-    depth = values.astype(np.float32, copy=True)
-    depth[~(depth > 0)] = np.nan
-    return depth
-
-
 class StaticModel:
     """A ``DepthModel`` that answers with given arrays (the scale sources need no network)."""
 

@@ -15,7 +15,7 @@ from e2e_depth_ros.ros import messages
 
 import plain_msgs
 from source_scenes import CAMERA, FLOOR_AND_BOXES, WALL_X, StaticModel, abs_rel, as_16uc1, \
-    as_32fc1, ground_of, metres_of, moving_poses, predict, render, sparse_sensor_depth
+    as_32fc1, ground_of, moving_poses, predict, render, sparse_sensor_depth
 
 HEIGHTS = (0.3, 0.6, 1.0, 1.5)
 PITCHES = (0.0, 10.0, 20.0, 30.0)
@@ -210,7 +210,7 @@ def test_sensor_depth_messages_give_metric_depth_within_1_5_percent(encoding):
         view = render(pose)
         prediction = predict(view.depth, rng)
         msg = depth_message(sparse_sensor_depth(view.depth, rng), encoding, rng)
-        sensed = metres_of(messages.image_to_array(msg), msg.encoding)
+        sensed = messages.depth_image_meters(msg)
         assert 0.035 < np.isfinite(sensed).mean() < 0.045
         result = run(SensorDepth(sensed), view, prediction.relative)
         assert result.scale_source == "depth" and result.fit.ok, result.fit.reason
