@@ -40,6 +40,7 @@ from e2e_depth_ros.core.scale_sources import GroundPlane, SensorDepth  # noqa: E
 from e2e_depth_ros.offline.scenes import Plane, Pose, Scene, camera_pose, \
     rotation_rpy  # noqa: E402
 from e2e_depth_ros.ros import messages  # noqa: E402
+import harness  # noqa: E402  (beside this script)
 
 
 def _load(name: str, path: Path):
@@ -295,4 +296,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(harness.main(main))

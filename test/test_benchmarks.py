@@ -32,6 +32,9 @@ _slow = pytest.mark.slow  # tens of seconds each: `-m "not slow"` skips them loc
 QUICK_RUNS = [
     pytest.param(["bench_cloud.py"], r"rclpy +xyz\+rgb +median +\d+\.\d+ +best", id="cloud"),
     pytest.param(["bench_scale.py"], r"100000 points: median \d+\.\d ms", id="scale"),
+    pytest.param(["bench_scale_sources.py"],
+                 (r"ground, no normals +\d+\.\d+ ms", r"all thresholds met"),
+                 id="scale_sources"),
     pytest.param(["bench_transport.py"],
                  r"image320x240 +[\d.]+ +reliable +reliable +none +\d/5", id="transport"),
     pytest.param(["bench_transport.py", "--node", "--ckpt-dir", "{ckpt}"],
