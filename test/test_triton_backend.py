@@ -121,3 +121,27 @@ def test_a_request_slower_than_the_timeout_fails_without_marking_the_server_down
     with pytest.raises(ModelServerError, match="no answer within triton_timeout 0.05 s"):
         client.predict(random_image(6, shape=(384, 512)))
     assert client.health()[0] == OK  # slow is not gone: no backoff
+
+
+def test_predict_through_triton_writes_the_same_npy_files_as_local_predict(
+        triton_server, tiny_depth, tiny_normals, tmp_path):
+    import cv2
+
+    from e2e_depth_ros.offline.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(2):
+        cv2.imwrite(str(photos / f"p{seed}.png"), random_image(seed)[..., ::-1])
+    common = ["--processing-resolution", "0", "--quiet", "--depth-model", tiny_depth,
+              "--normals-model", tiny_normals]
+    assert main(["predict", str(photos), "--out", str(tmp_path / "local"), "--device", "cpu",
+                 *common]) == 0
+    assert main(["predict", str(photos), "--out", str(tmp_path / "remote"), "--backend",
+                 "triton", "--triton-url", triton_server.grpc_url, *common]) == 0
+    local = sorted((tmp_path / "local").glob("*.npy"))
+    assert [p.name for p in local] == sorted(p.name for p in (tmp_path / "remote").glob("*.npy"))
+    assert len(local) == 4
+    worst = max(np.abs(np.load(p) - np.load(tmp_path / "remote" / p.name)).max() for p in local)
+    print(f"predict via triton vs local: {len(local)} .npy files, max |diff| {worst:.2e}")
+    assert worst <= TOLERANCE
