@@ -72,11 +72,11 @@ print(*(s.getsockname()[1] for s in socks))')
   --metrics-port "$metrics" > "$work/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 120); do
-  if curl -sf "http://127.0.0.1:$http/v2/health/ready" >/dev/null; then break; fi
+  if curl -sf "http://127.0.0.1:$http/v2/models/e2e_depth/ready" >/dev/null; then break; fi
   if ! kill -0 "${pids[0]}" 2>/dev/null; then cat "$work/server.log" >&2; exit 1; fi
   sleep 0.5
 done
-curl -sf "http://127.0.0.1:$http/v2/health/ready" >/dev/null \
+curl -sf "http://127.0.0.1:$http/v2/models/e2e_depth/ready" >/dev/null \
   || { cat "$work/server.log" >&2; exit 1; }
 echo "serve: e2e-depth serve ready on 127.0.0.1 (http $http, grpc $grpc, metrics $metrics)"
 export E2E_DEPTH_TRITON_URL="grpc://127.0.0.1:$grpc"

@@ -48,7 +48,8 @@ class Camera:
 
 
 def _level(diag):
-    return bytes(diag["_level"]) if not isinstance(diag["_level"], int) else bytes([diag["_level"]])
+    level = diag["_level"]
+    return bytes(level) if not isinstance(level, int) else bytes([level])
 
 
 def test_outputs_stop_with_the_server_and_resume_by_themselves_when_it_returns(
