@@ -37,6 +37,10 @@ setup(
         "onnxruntime": ["onnxruntime>=1.17", "onnx>=1.15"],
         "export": ["onnx>=1.15", "openvino>=2024.0"],
         "backends": ["openvino>=2024.0", "onnxruntime>=1.17", "onnx>=1.15"],
+        # The Triton server (e2e-depth serve): PyTriton pins numpy < 2, so give it an
+        # environment of its own (docs/serving.md). Robots need only the client: triton.
+        "serve": ["nvidia-pytriton>=0.5", "numpy<2"],
+        "triton": ["tritonclient[http,grpc]>=2.40"],
         "test": ["pytest"],
     },
     zip_safe=True,

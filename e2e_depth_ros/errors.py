@@ -27,3 +27,7 @@ class ScaleFitError(E2EDepthError, ValueError):
 
 class BagError(E2EDepthError):
     """A rosbag that is missing, corrupt, or lacks the topics an evaluation needs."""
+
+
+class ModelServerError(E2EDepthError):
+    """A remote model server (Triton) that is unreachable, too slow, or refuses a request."""

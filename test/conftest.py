@@ -59,3 +59,40 @@ def ros():
     rclpy.init()
     yield
     rclpy.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_python():
+    """The Triton server's environment (ci/serve.sh makes .cache/serve), or skip."""
+    from pathlib import Path
+
+    from e2e_depth_ros.offline.serve_process import serve_python as find
+
+    python = find(Path(__file__).resolve().parents[1])
+    if python is None:
+        pytest.skip("no Triton server environment: run `bash ci/serve.sh setup` (or set "
+                    "E2E_DEPTH_SERVE_PYTHON) for the triton tests")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed")
+    return python
+
+
+@pytest.fixture(scope="session")
+def triton_server(serve_python, tiny_depth, tiny_normals, tmp_path_factory):
+    """One ``e2e-depth serve`` with the tiny checkpoints for the session, on 127.0.0.1: the
+    CI leg's (E2E_DEPTH_TRITON_URL and friends, same seeded checkpoints) or our own."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from e2e_depth_ros.offline.serve_process import ServeProcess, triton_metrics
+
+    if os.environ.get("E2E_DEPTH_TRITON_URL"):
+        metrics_url = os.environ["E2E_DEPTH_TRITON_METRICS_URL"]
+        yield SimpleNamespace(grpc_url=os.environ["E2E_DEPTH_TRITON_URL"],
+                              http_url=os.environ["E2E_DEPTH_TRITON_HTTP_URL"],
+                              metrics=lambda: triton_metrics(metrics_url))
+        return
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    server = ServeProcess(serve_python, tiny_depth, tiny_normals,
+                          Path(__file__).resolve().parents[1], log_path=log)
+    with server:
+        yield server

@@ -38,6 +38,8 @@ MODULE_COMMANDS = {
     "demo": ("e2e_depth_ros.offline.demo",
              "run the node on the bundled sample sequence and report"),
     "export": ("e2e_depth_ros.model.export", "export a checkpoint to ONNX or OpenVINO"),
+    "serve": ("e2e_depth_ros.offline.serve", "serve the models through Triton (PyTriton) "
+              "with dynamic batching"),
 }
 
 
@@ -219,17 +221,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from e2e_depth_ros.model.allocator import keep_cpu_buffers_mapped
     from e2e_depth_ros.errors import InputImageError
-    from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries
 
-    quiet_model_libraries()
-    keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
-    estimator = Estimator(depth_model, normals_model, device=args.device, dtype=args.dtype,
-                          processing_resolution=args.processing_resolution,
-                          backend=args.backend, precision=args.precision)
-    for note in tiny_notes(depth_model, normals_model):
-        print(note, file=sys.stderr)
+    if args.backend == "triton":
+        estimator = open_triton(args, depth_model, normals_model)
+    else:
+        from e2e_depth_ros.model.allocator import keep_cpu_buffers_mapped
+        from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries
+
+        quiet_model_libraries()
+        keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
+        estimator = Estimator(depth_model, normals_model, device=args.device, dtype=args.dtype,
+                              processing_resolution=args.processing_resolution,
+                              backend=args.backend, precision=args.precision)
+        for note in tiny_notes(depth_model, normals_model):
+            print(note, file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     for path in tqdm(images, desc=PROG, unit="img", disable=args.quiet):
@@ -247,6 +253,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{PROG}: wrote {done} of {len(images)} image(s) to {shown(out)}"
           + (f"; failed {len(failed)}: {', '.join(failed)}" if failed else ""))
     return EXIT_SOME_FAILED if failed else 0
+
+
+def open_triton(args: argparse.Namespace, depth_model: str | None,
+                normals_model: str | None):
+    """``--backend triton``: the server at --triton-url, reached now (or ModelServerError);
+    a disabled --depth-model / --normals-model is not asked for."""
+    from e2e_depth_ros.model.backend_triton import TritonModel
+
+    model = TritonModel(args.triton_url, depth=depth_model is not None,
+                        normals=normals_model is not None, timeout=args.triton_timeout,
+                        processing_resolution=args.processing_resolution)
+    model.connect()
+    return model
+
+
+def add_triton_arguments(group) -> None:
+    """--triton-url and --triton-timeout, for every command with --backend triton."""
+    from_docs = "the server of e2e-depth serve"
+    group.add_argument("--triton-url", default="grpc://127.0.0.1:8001", metavar="URL",
+                       help=f"--backend triton: {from_docs}, grpc://HOST:PORT or "
+                       "http://HOST:PORT (default: %(default)s)")
+    group.add_argument("--triton-timeout", type=float, default=60.0, metavar="S",
+                       help="--backend triton: most seconds one request may take "
+                       "(default: %(default)s)")
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
@@ -294,9 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--dtype", default="auto",
                          help="older name of --precision (float32, float16, ...)")
     predict.add_argument("--backend", default="torch",
-                         choices=["torch", "openvino", "onnxruntime"],
-                         help="torch (default), openvino (Intel CPUs/GPUs) or onnxruntime; "
-                         "the last two take an export folder or convert a checkpoint once")
+                         choices=["torch", "openvino", "onnxruntime", "triton"],
+                         help="torch (default), openvino (Intel CPUs/GPUs), onnxruntime "
+                         "(these two take an export folder or convert a checkpoint once) or "
+                         "triton (a server running e2e-depth serve; the models are its own)")
+    add_triton_arguments(predict)
     predict.add_argument("--precision", default="auto",
                          help="auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16 "
                          "(openvino on CPUs with bf16 support)")

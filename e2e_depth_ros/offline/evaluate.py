@@ -38,7 +38,8 @@ from e2e_depth_ros.errors import BagError, E2EDepthError
 from e2e_depth_ros.model.model_args import model_or_none
 from e2e_depth_ros.offline.bag_io import (OutputBag, bag_read_errors, check_topics, index_bag,
                                           open_reader)
-from e2e_depth_ros.offline.cli import OneLineParser, processing_resolution_arg, tiny_notes
+from e2e_depth_ros.offline.cli import (OneLineParser, add_triton_arguments, open_triton,
+                                       processing_resolution_arg, tiny_notes)
 from e2e_depth_ros.offline.eval_types import SKIP_REASONS, EvalOptions, EvalResult, EvalTopics
 from e2e_depth_ros.offline.frame_eval import FrameEvaluation, sample_indices
 from e2e_depth_ros.offline.frame_plan import (FramePlan, check_ground_truth, check_image_encoding,
@@ -245,9 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "published normals model when --gt-normals-topic is given, else none")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     m.add_argument("--dtype", default="auto", help="older name of --precision")
-    m.add_argument("--backend", default="torch", choices=["torch", "openvino", "onnxruntime"],
+    m.add_argument("--backend", default="torch",
+                   choices=["torch", "openvino", "onnxruntime", "triton"],
                    help="torch (default), openvino or onnxruntime (an export folder, or a "
-                   "checkpoint converted once)")
+                   "checkpoint converted once), or triton (e2e-depth serve at --triton-url)")
+    add_triton_arguments(m)
     m.add_argument("--precision", default="auto",
                    help="auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16")
     m.add_argument("--processing-resolution", type=processing_resolution_arg, default=768,
@@ -323,22 +326,27 @@ def _model_choice(value: str | None, default: str | None) -> str | None:
 def _estimator_factory(args: argparse.Namespace) -> Callable[[], Any]:
     """Loads the model only when called (after the bag checks), quietly."""
     def make() -> Any:
-        from e2e_depth_ros.model.estimator import (DEFAULT_DEPTH_MODEL, DEFAULT_NORMALS_MODEL,
-                                                   Estimator, quiet_model_libraries)
-
-        from e2e_depth_ros.model.allocator import keep_cpu_buffers_mapped
-
-        quiet_model_libraries()
-        keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
-        depth = _model_choice(args.depth_model, DEFAULT_DEPTH_MODEL)
+        remote = args.backend == "triton"  # the server's models; only on/off matters here
+        if remote:
+            default_depth = default_normals = "the server's"
+        else:
+            from e2e_depth_ros.model.estimator import DEFAULT_DEPTH_MODEL as default_depth
+            from e2e_depth_ros.model.estimator import DEFAULT_NORMALS_MODEL as default_normals
+        depth = _model_choice(args.depth_model, default_depth)
         wants_normals = args.gt_normals_topic and not args.pred_normals_topic
-        normals = _model_choice(args.normals_model,
-                                DEFAULT_NORMALS_MODEL if wants_normals else None)
+        normals = _model_choice(args.normals_model, default_normals if wants_normals else None)
         if args.pred_normals_topic:
             normals = None
         if depth is None:
             raise ValueError("--depth-model none: the evaluation needs a depth model "
                              "(or --pred-topic)")
+        if remote:
+            return open_triton(args, depth, normals)
+        from e2e_depth_ros.model.allocator import keep_cpu_buffers_mapped
+        from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries
+
+        quiet_model_libraries()
+        keep_cpu_buffers_mapped()  # this process runs inference: keep its buffers mapped
         estimator = Estimator(depth, normals, device=args.device, dtype=args.dtype,
                               processing_resolution=args.processing_resolution,
                               backend=args.backend, precision=args.precision)

@@ -103,6 +103,12 @@ def _nan_or(value: float | None, spec: str) -> str:
     return format(value if value is not None else float("nan"), spec)
 
 
+def model_health(model: Any) -> tuple[int, str]:
+    """(level, text) of a remote model's ``health()`` (the triton backend), else (OK, "")."""
+    health = getattr(model, "health", None)
+    return health() if callable(health) else (OK, "")
+
+
 def stream_status(stream: Stream, now: float, view: NodeView) -> StatusReport:
     """The camera's rates, counters, model, scale and transport, and what is wrong."""
     s, health = stream.stats, stream.stats.health
@@ -162,6 +168,12 @@ def stream_status(stream: Stream, now: float, view: NodeView) -> StatusReport:
         problems.append("frames failing")
     if transport_problem:
         problems.append(transport_problem)
+    server_level, server_text = model_health(est)
+    if server_text:
+        values["model_server"] = server_text
+    if server_level > OK:
+        problems.insert(0, server_text)
+        level = max(level, server_level)
     if problems and level == OK:
         level = WARN
     summary = "; ".join(problems + [scale_text, f"{values['output_rate_hz']} Hz out"])

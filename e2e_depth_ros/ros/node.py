@@ -169,6 +169,8 @@ class DepthNode(Node):
 
         quiet_model_libraries()  # no loading bars in a robot's log
         p = self._params
+        if p["backend"] == "triton":
+            return self._triton_model()
         self.get_logger().info(f"loading models: backend={p['backend']} device={p['device']} "
                                f"precision={p['precision']} dtype={p['dtype']}")
         estimator = Estimator(model_or_none(p["depth_model"]), model_or_none(p["normals_model"]),
@@ -179,6 +181,17 @@ class DepthNode(Node):
                               log=self.get_logger().info)
         estimator.warm_up()  # GPU/compiled/OpenVINO: no stall in the first frames after ready
         return estimator
+
+    def _triton_model(self) -> DepthModel:
+        """backend triton: no weights here; the client retries an absent server itself."""
+        from e2e_depth_ros.model.backend_triton import TritonModel
+
+        p = self._params
+        return TritonModel(p["triton_url"], timeout=p["triton_timeout"],
+                           depth=model_or_none(p["depth_model"]) is not None,
+                           normals=model_or_none(p["normals_model"]) is not None,
+                           processing_resolution=p["processing_resolution"],
+                           log=self.get_logger().warning)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         merged = dict(self._params)
@@ -386,6 +399,9 @@ class DepthNode(Node):
         if hasattr(self, "_worker"):  # a node that failed during start-up has none
             self._slots.close()
             self._worker.join(timeout=1.0)
+            close = getattr(self.processor.estimator, "close", None)
+            if callable(close):  # a remote model's connections
+                close()
         super().destroy_node()
 
     @property

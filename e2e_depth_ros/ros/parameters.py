@@ -37,8 +37,13 @@ PARAMETERS = {
     "dtype": ("auto", _S, "Older name of precision (float32, float16, bfloat16 or auto); "
               "leave auto and set precision", None, True),
     "backend": ("torch", _S, "Inference backend: torch, openvino (Intel CPUs/GPUs; an export "
-                "folder or a checkpoint converted once) or onnxruntime (TensorRT, CUDA, CPU)",
-                None, True),
+                "folder or a checkpoint converted once), onnxruntime (TensorRT, CUDA, CPU) or "
+                "triton (a server running e2e-depth serve, at triton_url)", None, True),
+    "triton_url": ("grpc://127.0.0.1:8001", _S, "backend triton: the server, grpc://HOST:PORT "
+                   "or http://HOST:PORT; depth_model/normals_model none still disable an "
+                   "output", None, True),
+    "triton_timeout": (2.0, _D, "backend triton: most seconds one request may take",
+                       (0.01, 600.0), True),
     "precision": ("auto", _S, "auto (fp16 on GPUs, fp32 on CPUs), fp32, fp16 or bf16 "
                   "(openvino on CPUs with bf16 support)", None, True),
     "compile": (False, _B, "torch.compile the UNet and VAE (GPU: ~2x faster after warm-up)",

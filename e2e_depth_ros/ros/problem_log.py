@@ -28,8 +28,17 @@ class ProblemLog:
     def log(self, stream: Stream | None, level: str, kind: str, text: str) -> None:
         """Log ``text`` unless this camera logged this kind in the last period."""
         key = f"{stream.name}/{kind}" if stream is not None else kind
-        if self._throttle.allow(key, time.monotonic()):
-            getattr(self._get_logger(), level)(stream.say(text) if stream is not None else text)
+        if not self._throttle.allow(key, time.monotonic()):
+            return
+        line, logger = stream.say(text) if stream is not None else text, self._get_logger()
+        # One call site per severity: rclpy keys its logging context by the calling line and
+        # raises ValueError when one line logs at two severities (a warning, then an error).
+        if level == "error":
+            logger.error(line)
+        elif level == "warning":
+            logger.warning(line)
+        else:
+            getattr(logger, level)(line)
 
     def warn(self, stream: Stream, kind: str, text: str) -> None:
         stream.stats.last_warning = text
