@@ -37,13 +37,14 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from e2e_depth_ros.core.depth_model import DepthModel
 from e2e_depth_ros.core.processing import Frame, FrameProcessor
 from e2e_depth_ros.errors import E2EDepthError
-from e2e_depth_ros.model.model_args import model_or_none, task_warnings
+from e2e_depth_ros.model.model_args import task_warnings
 from e2e_depth_ros.ros import diagnostics, pairing
 from e2e_depth_ros.ros.admission import Refusal, admit_image
 from e2e_depth_ros.ros.problem_log import ProblemLog
 from e2e_depth_ros.ros.lidar_input import InputProblem
 from e2e_depth_ros.ros.inputs import check_camera_topics, follow_publishers, subscribe_camera
 from e2e_depth_ros.ros.matched_subscription import MatchedSubscription
+from e2e_depth_ros.ros.model_loading import load_model
 from e2e_depth_ros.ros.multicam import CameraSlots
 from e2e_depth_ros.ros.outputs import OUTPUTS, Output, build_outgoing, needs_for, rclpy_types
 from e2e_depth_ros.ros.parameters import (NODE_NAME, PARAMETERS, declare_camera_sources,
@@ -77,7 +78,8 @@ class DepthNode(Node):
         for text in self.startup_warnings:
             self.get_logger().warning(text)
         if estimator is None:
-            estimator = self._load_estimator()
+            logger = self.get_logger()
+            estimator = load_model(self._params, info=logger.info, warning=logger.warning)
         estimator.processing_resolution = self._params["processing_resolution"]
         self.processor = FrameProcessor(estimator, processing_config(self._params))
         self._closing = False
@@ -163,35 +165,6 @@ class DepthNode(Node):
                 "each a unique name or namespace (-r __node:=NAME / -r __ns:=/NS)")
             for stream in self._streams.values():
                 stream.stats.last_warning = "another node on the graph has this node's name"
-
-    def _load_estimator(self) -> DepthModel:
-        from e2e_depth_ros.model.estimator import Estimator, quiet_model_libraries
-
-        quiet_model_libraries()  # no loading bars in a robot's log
-        p = self._params
-        if p["backend"] == "triton":
-            return self._triton_model()
-        self.get_logger().info(f"loading models: backend={p['backend']} device={p['device']} "
-                               f"precision={p['precision']} dtype={p['dtype']}")
-        estimator = Estimator(model_or_none(p["depth_model"]), model_or_none(p["normals_model"]),
-                              device=p["device"], dtype=p["dtype"],
-                              processing_resolution=p["processing_resolution"],
-                              normals_convention=p["normals_convention"], compile=p["compile"],
-                              backend=p["backend"], precision=p["precision"],
-                              log=self.get_logger().info)
-        estimator.warm_up()  # GPU/compiled/OpenVINO: no stall in the first frames after ready
-        return estimator
-
-    def _triton_model(self) -> DepthModel:
-        """backend triton: no weights here; the client retries an absent server itself."""
-        from e2e_depth_ros.model.backend_triton import TritonModel
-
-        p = self._params
-        return TritonModel(p["triton_url"], timeout=p["triton_timeout"],
-                           depth=model_or_none(p["depth_model"]) is not None,
-                           normals=model_or_none(p["normals_model"]) is not None,
-                           processing_resolution=p["processing_resolution"],
-                           log=self.get_logger().warning)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         merged = dict(self._params)
