@@ -219,3 +219,23 @@ def test_scale_source_is_checked_and_fixed_needs_a_fixed_scale(node_rig):
     assert node.set_parameters_atomically([Parameter("fixed_scale", value=2.0),
                                            Parameter("scale_source", value="fixed")]).successful
     assert node.scale_source() == "fixed"
+
+
+def test_a_jump_in_the_camera_pose_is_held_not_published_as_a_new_scale(node_rig):
+    pose = camera_pose((0.0, 0.0, 0.6), pitch=np.radians(20.0))
+    translation, rotation = ground_extrinsic(pose)
+    rig, model = node_rig(scale_source="ground", ground_extrinsic_translation=translation,
+                          ground_extrinsic_rotation=rotation)
+    view = send_view(rig, model, pose, T0)
+    assert metric_error(rig, T0, view.depth) < 0.03
+    # TF now claims the camera is three times as high: one such frame is not believed
+    jumped = ground_extrinsic(camera_pose((0.0, 0.0, 1.8), pitch=np.radians(20.0)))[0]
+    node = rig.node_under_test
+    assert node.set_parameters([Parameter("ground_extrinsic_translation",
+                                          value=jumped)])[0].successful
+    later = T0 + 10**8
+    send_view(rig, model, pose, later)
+    assert metric_error(rig, later, view.depth) < 0.03  # the held scale, still right
+    diag = last_diag(rig, lambda d: d["frames_processed"] == "2")
+    assert "scale jump rejected" in diag["scale_message"], diag
+    assert diag["scale_status"] == "WARN holding last fit"
