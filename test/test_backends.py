@@ -148,6 +148,7 @@ def _full_disk(path, out, stage):
 
 def test_a_full_disk_leaves_nothing_partial_and_the_rerun_needs_no_overwrite(
         tiny_depth, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnx")  # the export writes ONNX
     import e2e_depth_ros.model.export as export
 
     out = tmp_path / "export"
@@ -162,6 +163,7 @@ def test_a_full_disk_leaves_nothing_partial_and_the_rerun_needs_no_overwrite(
 
 
 def test_a_failed_overwrite_keeps_the_earlier_export(tiny_depth, tmp_path, monkeypatch):
+    pytest.importorskip("onnx")  # the export writes ONNX
     import e2e_depth_ros.model.export as export
 
     out = tmp_path / "export"
@@ -177,6 +179,7 @@ def test_a_failed_overwrite_keeps_the_earlier_export(tiny_depth, tmp_path, monke
 
 def test_ctrl_c_during_export_is_one_line_exit_130_and_leaves_nothing(
         tiny_depth, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnx")  # the export writes ONNX
     import e2e_depth_ros.model.export as export
 
     def interrupted(path, out, stage):
@@ -196,6 +199,7 @@ def test_ctrl_c_during_export_is_one_line_exit_130_and_leaves_nothing(
 
 def test_export_judges_a_normals_checkpoint_in_a_neutral_folder_from_its_files(
         tiny_normals, tmp_path, capsys):
+    pytest.importorskip("onnx")  # the export writes ONNX
     import shutil
 
     from e2e_depth_ros.model.export import main

@@ -95,7 +95,8 @@ def load_image(path: Path, max_pixels: int) -> ImageFile:
     """One file decoded, or ImageFileError saying why not.
 
     The file is judged by decoding it in full, not by its last bytes: a JPEG is refused when
-    libjpeg says its data is incomplete or damaged (JPEG_DAMAGE).
+    libjpeg says its data is incomplete or damaged (JPEG_DAMAGE), or, for decoders that fill a
+    cut file silently (OpenCV 4.6's), when no end-of-image marker follows its last scan.
     """
     import cv2
 
@@ -114,6 +115,8 @@ def load_image(path: Path, max_pixels: int) -> ImageFile:
         said = str(err).strip().rpartition("error: ")[2]
         raise ImageFileError(f"not a readable image (OpenCV: {said})") from err
     damage = [line for line in said if line.startswith(JPEG_DAMAGE)]
+    if not damage and _jpeg_ends_before_its_last_scan(data):
+        damage = ["no end-of-image marker after the last scan"]  # some decoders fill silently
     if damage:
         raise ImageFileError(f"truncated or corrupt JPEG (libjpeg: {damage[0]}): refused, its "
                              "missing part would be decoded as grey")
@@ -123,6 +126,19 @@ def load_image(path: Path, max_pixels: int) -> ImageFile:
     if size is None:
         _check_size(bgr.shape[1], bgr.shape[0], max_pixels)
     return ImageFile(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), tuple(said))
+
+
+def _jpeg_ends_before_its_last_scan(data: bytes) -> bool:
+    """A JPEG whose last scan (SOS, FF DA) is followed by no end-of-image marker (FF D9).
+
+    Entropy-coded data stuffs every FF byte, so FF D9 after the last SOS can only be the real
+    end; one inside an EXIF thumbnail comes before it, and data a camera appends after the
+    end does not hide it.
+    """
+    if data[:2] != b"\xff\xd8":
+        return False
+    last_scan = data.rfind(b"\xff\xda")
+    return last_scan == -1 or data.rfind(b"\xff\xd9") < last_scan
 
 
 def _decode(data: bytes) -> tuple[Any, list[str]]:
