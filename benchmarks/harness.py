@@ -51,6 +51,19 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     return args
 
 
+def machine() -> str:
+    """The CPU the figures were measured on (model name and cores), for the printout."""
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"machine: {name}, {os.cpu_count()} cores"
+
+
 def ensure_checkpoint(folder: str | Path, size: str, task: str) -> str:
     """``<folder>/<size>-<task>``, a random-weight checkpoint (seed 0), made unless there.
 

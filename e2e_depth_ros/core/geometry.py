@@ -175,6 +175,19 @@ def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
     )
 
 
+def slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
+    """Unit quaternion a fraction ``w`` of the way from ``q0`` to ``q1`` (shorter arc)."""
+    q0, q1 = q0 / np.linalg.norm(q0), q1 / np.linalg.norm(q1)
+    dot = float(q0 @ q1)
+    if dot < 0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:  # nearly equal: linear is exact enough and avoids 0 / 0
+        q = (1 - w) * q0 + w * q1
+        return q / np.linalg.norm(q)
+    angle = np.arccos(dot)
+    return (np.sin((1 - w) * angle) * q0 + np.sin(w * angle) * q1) / np.sin(angle)
+
+
 def normals_to_optical(
     prediction: np.ndarray, convention: NormalConvention = "e2e_ft"
 ) -> np.ndarray:

@@ -17,6 +17,8 @@ import numpy as np
 from e2e_depth_ros.core.geometry import PinholeCamera, unproject_depth
 from e2e_depth_ros.core.scale import ScaleFilter, ScaleFit, ScaleState, fit_samples
 from e2e_depth_ros.core.scale_sources import SOURCE_NAMES, LidarPoints, ScaleReference
+from e2e_depth_ros.core.temporal import (CameraPose, TemporalAligner, TemporalConfig,
+                                         TemporalState)
 
 from e2e_depth_ros.core.depth_model import ItemPrediction
 
@@ -41,6 +43,22 @@ class ProcessingConfig:
     scale_smoothing: float = 0.3
     scale_max_jump: float = 0.5
     scale_hold_timeout: float = 2.0
+    temporal_alignment: bool = False  # align each frame to the previous one (core.temporal)
+    temporal_max_gap: float = 1.0  # s a frame stays metric without a metric fit of its own
+    relative_per_frame: bool = False  # with temporal_alignment: depth/relative per frame
+
+    @property
+    def temporal(self) -> TemporalConfig:
+        return TemporalConfig(max_gap=self.temporal_max_gap,
+                              relative_per_frame=self.relative_per_frame)
+
+    @property
+    def fit_options(self) -> dict:
+        """``scale.fit_samples``'s settings, the same for every source."""
+        return dict(min_points=self.lidar_min_points,
+                    min_inlier_ratio=self.lidar_min_inlier_ratio,
+                    inlier_threshold=self.lidar_inlier_threshold,
+                    min_depth_span=self.lidar_min_depth_span)
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,8 @@ class FrameResult:
     points_rgb: np.ndarray | None = None  # uint8 (h, w, 3)
     points_normals: np.ndarray | None = None  # float32 (h, w, 3)
     scale_source: str = "none"  # "fixed", "lidar", "depth", "ground" or "none"
+    temporal: TemporalState | None = None  # what temporal alignment did with this frame
+    relative_map: tuple[float, float] = (1.0, 0.0)  # relative = a * model output + b
     scale_state: ScaleState | None = None  # the scale filter after this frame
     fit: ScaleFit | None = None  # this frame's own fit, before smoothing
     notes: list[str] = field(default_factory=list)  # why an output was skipped
@@ -107,6 +127,7 @@ class Frame:
     stream: str = ""  # which camera: each has its own scale filter
     reference: ScaleReference | None = None  # another metric reference (scale_sources)
     scale_source: str = "auto"  # auto: fixed map if set, else the reference; or SOURCES
+    odometry: CameraPose | None = None  # the camera in the odometry frame at ``stamp``
 
     @property
     def scale_reference(self) -> ScaleReference | None:
@@ -125,6 +146,15 @@ class Frame:
         return self.needs.normals or (self.needs.points and self.needs.points_normals)
 
 
+def _mapped(relative: np.ndarray | None, relative_map: tuple[float, float]
+            ) -> np.ndarray | None:
+    """The relative output in its sequence's frame (temporal alignment), else as it is."""
+    if relative is None or relative_map == (1.0, 0.0):
+        return relative
+    a, b = relative_map
+    return (np.float32(a) * relative + np.float32(b)).astype(np.float32)
+
+
 class FrameProcessor:
     """Owns the model and one LiDAR scale filter per stream; turns frames into output arrays."""
 
@@ -137,6 +167,8 @@ class FrameProcessor:
         self.config = config or ProcessingConfig()
         self._filters: dict[str, ScaleFilter] = {}
         self._sources: dict[str, str] = {}  # per stream, the source of its filter's fits
+        self._aligners: dict[str, TemporalAligner] = {}
+        self._temporal_states: dict[str, tuple[float, ScaleState]] = {}  # stream: latest
         if finisher == "auto":
             make = getattr(estimator, "device_finisher", None)
             finisher = make() if callable(make) else None
@@ -165,13 +197,39 @@ class FrameProcessor:
         keys = ("scale_smoothing", "scale_max_jump", "scale_hold_timeout")
         if any(getattr(old, k) != getattr(config, k) for k in keys):
             self._filters = {stream: self._make_filter(config) for stream in self._filters}
+        if old.temporal != config.temporal or old.fit_options != config.fit_options or \
+                old.temporal_alignment != config.temporal_alignment:
+            self._aligners, self._temporal_states = {}, {}
+
+    def aligner_for(self, stream: str = "") -> TemporalAligner:
+        """The temporal alignment chain of one stream, created on first use."""
+        found = self._aligners.get(stream)
+        if found is None:
+            found = self._aligners.setdefault(
+                stream, TemporalAligner(self.config.temporal, self.config.fit_options))
+        return found
 
     def reset_scale(self, stream: str = "") -> None:
         """Forget one stream's scale history (time went backwards, e.g. a bag loop)."""
         self.filter_for(stream).reset()
+        self.aligner_for(stream).reset()
+        self._temporal_states.pop(stream, None)
 
     def scale_state(self, now: float, stream: str = "") -> ScaleState:
-        return self.filter_for(stream).state(now)
+        """The stream's scale at ``now``; with temporal alignment, its latest frame's, no
+        longer usable once the gap since its last metric fit is over."""
+        if not self.config.temporal_alignment:
+            return self.filter_for(stream).state(now)
+        latest = self._temporal_states.get(stream)
+        if latest is None:
+            return ScaleState("none", None, None, None, None, "no frame aligned yet")
+        anchor, state = latest
+        gap = now - anchor
+        if state.usable and gap > self.config.temporal_max_gap:
+            return ScaleState("none", None, None, gap, state.fit,
+                              f"last metric fit {gap:.1f} s ago > temporal_max_gap "
+                              f"{self.config.temporal_max_gap} s")
+        return state
 
     @staticmethod
     def batch_key(rgb: np.ndarray) -> tuple[int, int]:
@@ -264,9 +322,10 @@ class FrameProcessor:
         relative = result.relative
         scale, shift = self._scale(result, lambda index: relative.reshape(-1)[index],
                                    relative.shape, frame, camera, pred.normals)
+        result.relative = _mapped(relative, result.relative_map)
         if scale is None or not want_metric:
             return result
-        metric = (np.float32(scale) * result.relative + np.float32(shift)).astype(np.float32)
+        metric = (np.float32(scale) * relative + np.float32(shift)).astype(np.float32)
         invalid = ~(metric > 0)
         if cfg.min_depth > 0:
             invalid |= metric < cfg.min_depth
@@ -302,7 +361,8 @@ class FrameProcessor:
             min_depth=cfg.min_depth, max_depth=cfg.max_depth,
             camera=camera if needs.points else None, decimation=cfg.points_decimation,
             points_normals=needs.points_normals, pictures=needs.pictures)
-        result.relative, result.normals = arrays.relative, arrays.normals
+        result.relative = _mapped(arrays.relative, result.relative_map)
+        result.normals = arrays.normals
         result.metric, result.points = arrays.metric, arrays.points
         result.points_normals, result.pictures = arrays.points_normals, arrays.pictures
         if result.metric is not None and np.isnan(result.metric).all():
@@ -329,21 +389,19 @@ class FrameProcessor:
         if choice in ("auto", "fixed") and cfg.fixed_scale > 0:
             result.scale_source = "fixed"
             return cfg.fixed_scale, cfg.fixed_shift
-        if choice in ("none", "fixed"):  # fixed without a fixed_scale: nothing metric
-            return None, None
-        reference = frame.scale_reference
+        metric_source = choice not in ("none", "fixed")  # fixed, no fixed_scale: nothing
+        reference = frame.scale_reference if metric_source else None
         if reference is not None:
             pairs = reference.pairs(camera, shape, min_range=cfg.lidar_min_range,
                                     normals=normals)
-            if isinstance(pairs, ScaleFit):
-                result.fit = pairs
-            else:
-                result.fit = fit_samples(
-                    values_at(pairs.index), pairs.depth, min_points=cfg.lidar_min_points,
-                    min_inlier_ratio=cfg.lidar_min_inlier_ratio,
-                    inlier_threshold=cfg.lidar_inlier_threshold,
-                    min_depth_span=cfg.lidar_min_depth_span,
-                    source=SOURCE_NAMES.get(reference.source, reference.source))
+            result.fit = pairs if isinstance(pairs, ScaleFit) else fit_samples(
+                values_at(pairs.index), pairs.depth, **cfg.fit_options,
+                source=SOURCE_NAMES.get(reference.source, reference.source))
+        if cfg.temporal_alignment:
+            return self._align(result, values_at, shape, frame, camera, reference)
+        if not metric_source:
+            return None, None
+        if reference is not None:
             result.scale_state = self.filter_for(frame.stream).update(result.fit, frame.stamp)
             self._sources[frame.stream] = reference.source
         else:
@@ -353,6 +411,29 @@ class FrameProcessor:
             result.scale_source = self._sources.get(frame.stream, "lidar")  # held: its source
             return state.scale, state.shift
         return None, None
+
+    def _align(self, result: FrameResult, values_at, shape: tuple[int, int], frame: Frame,
+               camera: PinholeCamera | None, reference: ScaleReference | None
+               ) -> tuple[float | None, float | None]:
+        """``_scale`` with temporal alignment: the chain decides, the filter is not used."""
+        alignment = self.aligner_for(frame.stream).align(
+            values_at, shape, camera, frame.odometry, frame.stamp, result.fit)
+        state = result.temporal = alignment.state
+        result.relative_map = (alignment.relative_scale, alignment.relative_shift)
+        if reference is not None and result.fit is not None and result.fit.ok:
+            self._sources[frame.stream] = reference.source
+        anchor = frame.stamp - (state.gap or 0.0)
+        if not state.metric:
+            result.scale_state = ScaleState("none", None, None, state.gap, result.fit,
+                                            state.message)
+            self._temporal_states[frame.stream] = (anchor, result.scale_state)
+            return None, None
+        status = "propagated" if state.status == "propagated" else "ok"
+        result.scale_state = ScaleState(status, alignment.scale, alignment.shift, state.gap,
+                                        result.fit, state.message)
+        self._temporal_states[frame.stream] = (anchor, result.scale_state)
+        result.scale_source = self._sources.get(frame.stream, "lidar")
+        return alignment.scale, alignment.shift
 
     def _cloud(self, result: FrameResult, rgb: np.ndarray, camera: PinholeCamera,
                needs: Needs) -> None:

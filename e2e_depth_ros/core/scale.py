@@ -118,11 +118,15 @@ def _local_minimum(image: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _weighted_line(rel: np.ndarray, z: np.ndarray) -> tuple[float, float]:
+def _weighted_line(rel: np.ndarray, z: np.ndarray, symmetric: bool = False
+                   ) -> tuple[float, float]:
     """Least squares of ``z ~ s * rel + t`` with weights 1/z^2 (relative residuals).
 
     Relative residuals match the inlier test and AbsRel: a far point does not outweigh
-    many near ones. Returns NaNs when rel has no spread.
+    many near ones. Returns NaNs when rel has no spread. ``symmetric``: both sides are
+    equally noisy (one frame against the previous one), so the slope is the geometric
+    mean of both regressions, sign(cov) * sd(z) / sd(rel): least squares would shrink it
+    by the noise of ``rel``, and a chain of frames would shrink without end.
     """
     w = 1.0 / np.square(z)
     sw = w.sum()
@@ -131,7 +135,11 @@ def _weighted_line(rel: np.ndarray, z: np.ndarray) -> tuple[float, float]:
     var = (w * dr * dr).sum()
     if not var > 1e-18 * sw:
         return float("nan"), float("nan")
-    s = (w * dr * (z - mz)).sum() / var
+    cov = (w * dr * (z - mz)).sum()
+    if symmetric:
+        s = np.sign(cov) * np.sqrt((w * np.square(z - mz)).sum() / var)
+    else:
+        s = cov / var
     return float(s), float(mz - s * mr)
 
 
@@ -237,9 +245,10 @@ def lidar_pixels(points_cam: np.ndarray, P: np.ndarray, shape: tuple[int, int], 
 def fit_samples(relative: np.ndarray, z: np.ndarray, *, min_points: int = 10,
                 min_inlier_ratio: float = 0.3, inlier_threshold: float = 0.05,
                 iterations: int = 200, seed: int = 0, min_depth_span: float = 0.05,
-                source: str = "LiDAR") -> ScaleFit:
+                source: str = "LiDAR", symmetric: bool = False) -> ScaleFit:
     """The fit of ``fit_depth_to_lidar`` on the relative depth at the pixels a scale source
-    gave (``lidar_pixels``, ``scale_sources``); ``source`` names them in a refusal."""
+    gave (``lidar_pixels``, ``scale_sources``); ``source`` names them in a refusal.
+    ``symmetric``: ``z`` is as noisy as ``relative`` (see ``_weighted_line``)."""
     _check_options(min_points, iterations, inlier_threshold)
     finite = np.isfinite(relative)
     rel = np.asarray(relative, dtype=np.float64)[finite]
@@ -253,7 +262,7 @@ def fit_samples(relative: np.ndarray, z: np.ndarray, *, min_points: int = 10,
         mask = _inliers(rel, z, s, t, inlier_threshold)
         if np.count_nonzero(mask) < 2:
             break
-        s_ls, t_ls = _weighted_line(rel[mask], z[mask])
+        s_ls, t_ls = _weighted_line(rel[mask], z[mask], symmetric)
         if not np.isfinite(s_ls):
             break
         s, t = s_ls, t_ls
@@ -296,7 +305,8 @@ class ScaleState:
     """What the temporal filter currently believes.
 
     ``status``: "ok" (the latest fit was accepted), "holding" (later fits failed or were
-    rejected, or none arrived, but the last accepted one is at most ``hold_timeout`` old)
+    rejected, or none arrived, but the last accepted one is at most ``hold_timeout`` old),
+    "propagated" (temporal alignment: carried from the previous frame, no fit of its own)
     or "none" (no usable scale: do not publish metric outputs). ``age`` is seconds since
     the last accepted fit; ``fit`` that fit as it came in (unsmoothed).
     """
@@ -311,7 +321,7 @@ class ScaleState:
     @property
     def usable(self) -> bool:
         """Whether metric outputs may be published with ``scale``/``shift``."""
-        return self.status in ("ok", "holding")
+        return self.status in ("ok", "holding", "propagated")
 
 
 class ScaleFilter:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from e2e_depth_ros.core.geometry import quaternion_to_matrix
+from e2e_depth_ros.core.geometry import quaternion_to_matrix, slerp
 from e2e_depth_ros.offline.tf_static import RigidTransform, StaticTransforms, strip_slash
 from e2e_depth_ros.ros.sync import stamp_to_ns
 
@@ -43,20 +43,7 @@ class _Track:
             return None  # before the first or after the last sample: no extrapolation
         (s0, t0, q0), (s1, t1, q1) = self.samples[i - 1], self.samples[i]
         w = (stamp_ns - s0) / (s1 - s0)
-        return RigidTransform(quaternion_to_matrix(*_slerp(q0, q1, w)), (1 - w) * t0 + w * t1)
-
-
-def _slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
-    """Unit quaternion a fraction ``w`` of the way from ``q0`` to ``q1`` (shorter arc)."""
-    q0, q1 = q0 / np.linalg.norm(q0), q1 / np.linalg.norm(q1)
-    dot = float(q0 @ q1)
-    if dot < 0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:  # nearly equal: linear is exact enough and avoids 0 / 0
-        q = (1 - w) * q0 + w * q1
-        return q / np.linalg.norm(q)
-    angle = np.arccos(dot)
-    return (np.sin((1 - w) * angle) * q0 + np.sin(w * angle) * q1) / np.sin(angle)
+        return RigidTransform(quaternion_to_matrix(*slerp(q0, q1, w)), (1 - w) * t0 + w * t1)
 
 
 class TransformBuffer(StaticTransforms):
