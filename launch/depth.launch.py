@@ -5,11 +5,13 @@
 
 Parameters come from ``params_file`` (``config/depth.yaml`` by default); the ``depth_model``,
 ``normals_model``, ``device``, ``backend``, ``precision``, ``scale_source`` and
-``ground_frame`` arguments are applied after it, so they win over the file.
+``ground_frame``, ``temporal_alignment`` and ``odom_frame`` arguments are applied after it,
+so they win over the file.
 
 Metric depth without LiDAR: ``scale_source:=depth sensor_depth_topic:=/cam/depth/image_rect_raw``
 (an RGB-D or stereo camera) or ``scale_source:=ground`` (a camera at a known height: TF from
-``ground_frame``, base_footprint by default, to the camera).
+``ground_frame``, base_footprint by default, to the camera). Steady depth over time:
+``temporal_alignment:=true`` (the camera's motion from TF, ``odom_frame`` to the camera).
 Set ``use_compressed: true`` in the params file to subscribe to ``<image_topic>/compressed``.
 
 Large messages: the node's process gets the Fast DDS profile ``config/fastdds_large_data.xml``
@@ -79,6 +81,15 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("ground_frame", default_value="base_footprint",
                               description="Frame whose z = 0 plane is the floor (scale_source "
                                           "ground)"),
+        DeclareLaunchArgument("temporal_alignment", default_value="false",
+                              description="Align each frame to the previous one moved by "
+                                          "odometry: steady depth, metric over source gaps"),
+        DeclareLaunchArgument("odom_frame", default_value="odom",
+                              description="Odometry frame for temporal_alignment (TF from it "
+                                          "to the camera)"),
+        DeclareLaunchArgument("odom_topic", default_value="/odom",
+                              description="nav_msgs/Odometry the node reads instead of TF "
+                                          "where tf2 is not installed"),
         # Defaults are the published hub ids, as in node.PARAMETERS.
         DeclareLaunchArgument("depth_model", default_value="GonzaloMG/marigold-e2e-ft-depth",
                               description="Depth checkpoint: hub id or local folder; "
@@ -126,7 +137,9 @@ def generate_launch_description() -> LaunchDescription:
             # value_type=str keeps '' (disable) and path-like values strings, not YAML.
             {name: ParameterValue(LaunchConfiguration(name), value_type=str)
              for name in ("depth_model", "normals_model", "device", "backend",
-                          "precision", "scale_source", "ground_frame")},
+                          "precision", "scale_source", "ground_frame", "odom_frame")},
+            {"temporal_alignment": ParameterValue(LaunchConfiguration("temporal_alignment"),
+                                                  value_type=bool)},
             # An empty list sets nothing, so a list in the params file stays in force.
             {"cameras": ParameterValue(LaunchConfiguration("cameras"), value_type=List[str])},
         ],
@@ -137,6 +150,7 @@ def generate_launch_description() -> LaunchDescription:
             ("points_lidar", LaunchConfiguration("lidar_topic")),
             ("sensor_depth/image", LaunchConfiguration("sensor_depth_topic")),
             ("sensor_depth/camera_info", LaunchConfiguration("sensor_depth_info_topic")),
+            ("odom", LaunchConfiguration("odom_topic")),
         ],
         additional_env={PROFILE_VARIABLE: LaunchConfiguration("fastdds_profile")},
         output="screen",

@@ -32,9 +32,10 @@ RVIZ_FILE = ROOT / "rviz" / "depth.rviz"
 LAUNCH_ARGUMENTS = {"namespace", "image_topic", "camera_info_topic", "lidar_topic",
                     "sensor_depth_topic", "sensor_depth_info_topic", "scale_source",
                     "ground_frame", "depth_model", "normals_model", "device", "backend",
-                    "precision", "params_file", "rviz", "fastdds_profile", "cameras"}
+                    "precision", "params_file", "rviz", "fastdds_profile", "cameras",
+                    "temporal_alignment", "odom_frame", "odom_topic"}
 REMAPPED_INPUTS = {"image", "image/compressed", "camera_info", "points_lidar",
-                   "sensor_depth/image", "sensor_depth/camera_info"}
+                   "sensor_depth/image", "sensor_depth/camera_info", "odom"}
 PYTHON_TYPES = {  # declared parameter type -> the YAML value's Python type
     ParameterType.PARAMETER_DOUBLE: float,
     ParameterType.PARAMETER_INTEGER: int,
@@ -91,8 +92,10 @@ def test_launch_file_declares_every_argument_other_tools_use(declared_arguments)
 
 def test_launch_argument_defaults_match_the_node_parameter_defaults(declared_arguments):
     for name in ("depth_model", "normals_model", "device", "backend", "precision",
-                 "scale_source", "ground_frame"):
+                 "scale_source", "ground_frame", "odom_frame"):
         assert _literal(declared_arguments[name]) == PARAMETERS[name][0], name
+    assert _literal(declared_arguments["temporal_alignment"]) == \
+        str(PARAMETERS["temporal_alignment"][0]).lower()
     assert _literal(declared_arguments["namespace"]) == ""
     assert _literal(declared_arguments["image_topic"]) == "/camera/image_raw"
     assert _literal(declared_arguments["camera_info_topic"]) == "/camera/camera_info"

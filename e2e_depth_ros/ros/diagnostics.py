@@ -41,6 +41,7 @@ class NodeView:
     metric_wanted: bool  # someone subscribes to a metric output that is enabled
     wall_clock_s: float  # ROS time now, the scale filter's clock before any stamp arrived
     scale_source: str = "lidar"  # this camera's source, auto resolved (scale_inputs)
+    odometry_source: str = ""  # where temporal alignment's camera poses come from
 
 
 def scale_summary(stream: Stream, now: float, view: NodeView
@@ -58,6 +59,9 @@ def scale_summary(stream: Stream, now: float, view: NodeView
         return scale, "OK", OK
     if scale.status == "holding":
         return scale, "WARN holding last fit", WARN
+    if scale.status == "propagated":
+        return scale, f"OK propagated from the previous frame ({scale.age:.1f} s since the " \
+            "last metric fit)", OK
     if not view.metric_wanted:
         why = ("no LiDAR, no fixed_scale" if source == "lidar" and stream.clouds.newest_stamp()
                is None else "no metric output subscribed")
@@ -97,6 +101,21 @@ def transport_values(stream: Stream, input_qos: str) -> tuple[dict[str, str], st
     if mismatches:
         problems.append("input QoS mismatch")
     return values, ", ".join(problems)
+
+
+def temporal_values(stream: Stream, view: NodeView) -> dict[str, str]:
+    """What temporal alignment did with the camera's latest frame, and its odometry."""
+    if not view.params.get("temporal_alignment"):
+        return {"temporal_alignment": "off"}
+    aligner = view.processor.aligner_for(stream.name)
+    last = aligner.last
+    return {
+        "temporal_alignment": f"{last.status}: {last.message}" if last else "no frame yet",
+        "temporal_resets": str(aligner.resets),
+        "temporal_gap_s": _nan_or(last.gap if last else None, ".2f"),
+        "odometry_source": view.odometry_source,
+        "odometry": stream.stats.odometry or "no frame yet",
+    }
 
 
 def _nan_or(value: float | None, spec: str) -> str:
@@ -155,6 +174,7 @@ def stream_status(stream: Stream, now: float, view: NodeView) -> StatusReport:
         "last_warning": s.last_warning,
         "last_bad_input": s.last_bad_input,
     }
+    values.update(temporal_values(stream, view))
     transport, transport_problem = transport_values(stream, view.params["input_qos"])
     values.update(transport)
     problems = []

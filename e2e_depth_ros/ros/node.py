@@ -46,6 +46,7 @@ from e2e_depth_ros.ros.inputs import check_camera_topics, follow_publishers, sub
 from e2e_depth_ros.ros.matched_subscription import MatchedSubscription
 from e2e_depth_ros.ros.model_loading import load_model
 from e2e_depth_ros.ros.multicam import CameraSlots
+from e2e_depth_ros.ros.odometry import OdometrySource
 from e2e_depth_ros.ros.outputs import OUTPUTS, Output, build_outgoing, needs_for, rclpy_types
 from e2e_depth_ros.ros.parameters import (NODE_NAME, PARAMETERS, declare_camera_sources,
                                           declare_cameras, declare_parameters,
@@ -87,6 +88,7 @@ class DepthNode(Node):
         self._streams = {name: Stream(name) for name in self._input_topics or [""]}
         self._slots: CameraSlots = CameraSlots(list(self._streams))
         self._tf_lookup = tf_lookup(self)
+        self.odometry = OdometrySource(self, self._tf_lookup, OUTPUT_QOS)
         self._types = rclpy_types()
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for stream in self._streams.values():
@@ -301,7 +303,11 @@ class DepthNode(Node):
                 camera = None
         # never republish a camera_info that does not describe this image
         job.info = info if camera is not None else None
-        job.frame = replace(job.frame, camera=camera)
+        pose = self.odometry.pose(self._params, job.header) \
+            if self._params["temporal_alignment"] else None
+        stream.stats.odometry = pose if isinstance(pose, str) else "ok"
+        job.frame = replace(job.frame, camera=camera,
+                            odometry=None if isinstance(pose, str) else pose)
 
     def _finish(self, job: Job, prediction, inference: float, batch_size: int) -> None:
         """Scale, metric depth and cloud of one camera's frame, then its outputs."""
@@ -310,6 +316,9 @@ class DepthNode(Node):
         result = self.processor.finish(job.frame, prediction)
         for note in result.notes:
             self.problems.warn(stream, "note: " + note.split(":")[0][:40], note)
+        if result.temporal is not None and result.temporal.message.startswith("reset:"):
+            self.problems.warn(stream, "temporal_reset", "temporal alignment "
+                               + result.temporal.message)
         if self._closing:
             return
         outgoing, held = build_outgoing(job.wanted, self._types, job.header, job.info, result)
@@ -353,7 +362,7 @@ class DepthNode(Node):
         view = diagnostics.NodeView(
             self.processor, p, self._max_batch(), self._slots.dropped[stream.name],
             bool(metric_wanted), self.get_clock().now().nanoseconds * 1e-9,
-            self.scale_source(stream.name))
+            self.scale_source(stream.name), self.odometry.description)
         report = diagnostics.stream_status(stream, now, view)
         return DiagnosticStatus(
             level=bytes([report.level]), name=self.diagnostic_name(stream.name),

@@ -15,6 +15,7 @@ from e2e_depth_ros.core import input_checks
 from e2e_depth_ros.core.processing import ProcessingConfig, fixed_map_conflict
 from e2e_depth_ros.core.scale_sources import SOURCES
 from e2e_depth_ros.ros.multicam import camera_topic, validate_cameras
+from e2e_depth_ros.ros.odometry import BODY_TO_OPTICAL_XYZW
 from e2e_depth_ros.ros.outputs import OUTPUTS, enable_parameters
 from e2e_depth_ros.ros.qos import MODES as INPUT_QOS_MODES
 
@@ -94,6 +95,25 @@ PARAMETERS = {
                                      "all 0 = not given", None, False),
     "ground_extrinsic_rotation": ([0.0, 0.0, 0.0, 1.0], _DA, "Quaternion x, y, z, w of R "
                                   "(ground frame to camera optical frame)", None, False),
+    "temporal_alignment": (False, _B, "Align each frame's depth to the previous one moved by "
+                           "odometry: depth/relative stays in the first frame's affine frame "
+                           "(steady over time) and metric depth is carried over gaps of its "
+                           "source of up to temporal_max_gap", None, False),
+    "temporal_max_gap": (2.0, _D, "With temporal_alignment: longest time (s) a frame stays "
+                         "metric without a metric fit of its own", (0.0, 60.0), False),
+    "relative_per_frame": (False, _B, "With temporal_alignment: keep depth/relative in each "
+                           "frame's own [0, 1] (as without it) instead of the sequence's frame",
+                           None, False),
+    "odom_frame": ("odom", _S, "With temporal_alignment: the odometry frame; the camera's "
+                   "motion between frames is read from TF (odom_frame -> image frame)", None,
+                   False),
+    "base_extrinsic_translation": ([0.0, 0.0, 0.0], _DA, "Without tf2: the odom topic's child "
+                                   "frame origin in the camera optical frame (m), p_cam = R "
+                                   "p_base + t", None, False),
+    "base_extrinsic_rotation": (list(BODY_TO_OPTICAL_XYZW), _DA, "Quaternion x, y, z, w of R "
+                                "(odom child frame to camera optical frame); default: a "
+                                "camera looking along the base's x axis (REP 103)", None,
+                                False),
     "lidar_tolerance": (0.1, _D, "Max stamp gap image-LiDAR cloud (s)", (0.0, 10.0), False),
     "lidar_extrinsic_frame": ("", _S, "LiDAR frame the static extrinsic below applies to; "
                               "empty = only tf2", None, False),

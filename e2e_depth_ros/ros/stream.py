@@ -37,6 +37,7 @@ class Stats:
         self.last_bad_input = ""  # why the latest frame counted in bad_input was refused
         self.health = StreamHealth()  # rates, outages, recent failures (monotonic clock)
         self.last_stamp_at: tuple[float, float] | None = None  # (stamp s, monotonic s)
+        self.odometry = ""  # "ok", or why the latest frame had no camera pose (temporal)
 
     def clock_stamp(self, now: float) -> float | None:
         """The camera's clock now: the last stamp plus the time since it arrived."""
