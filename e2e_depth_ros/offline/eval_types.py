@@ -66,6 +66,7 @@ class EvalOptions:
     overwrite: bool = False  # replace files an earlier run left in the output folder
     scale_source: str = "auto"  # auto, lidar, depth, ground, fixed or none (the node's rule)
     ground_frame: str = "base_footprint"  # z up, floor at z = 0 (the ground source)
+    odom_frame: str = "odom"  # temporal alignment: the camera's motion from /tf
 
 
 @dataclass(frozen=True)

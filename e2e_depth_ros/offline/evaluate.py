@@ -265,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fixed-scale", type=float, default=0.0,
                    help="> 0: metric = fixed-scale * relative + fixed-shift (source fixed)")
     s.add_argument("--fixed-shift", type=float, default=0.0)
+    o = p.add_argument_group("steady depth over time (the node's temporal_alignment)")
+    o.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=False,
+                   help="align each frame to the previous one moved by the bag's odometry "
+                   "(/tf: --odom-frame -> the image's frame), as the node with "
+                   "temporal_alignment; default --no-temporal")
+    o.add_argument("--odom-frame", default="odom", help="the odometry frame (default odom)")
+    o.add_argument("--temporal-max-gap", type=float, default=2.0,
+                   help="longest time (s) a frame stays metric without a metric fit of its "
+                   "own (default 2.0)")
+    o.add_argument("--relative-per-frame", action="store_true",
+                   help="keep depth/relative in each frame's own [0, 1]")
     e = p.add_argument_group("evaluation")
     e.add_argument("--min-depth", type=float, default=None, help="valid GT range (m)")
     e.add_argument("--max-depth", type=float, default=None)
@@ -296,6 +307,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             and math.isfinite(args.fixed_shift)):
         parser.error(f"--fixed-scale must be a finite number >= 0 and --fixed-shift finite, "
                      f"got {args.fixed_scale} and {args.fixed_shift}")
+    if not (math.isfinite(args.temporal_max_gap) and args.temporal_max_gap >= 0):
+        parser.error(f"--temporal-max-gap must be a finite number >= 0, got "
+                     f"{args.temporal_max_gap}")
     if args.scale_source == "fixed" and args.fixed_scale == 0:
         parser.error("--scale-source fixed needs --fixed-scale > 0 (metric = fixed-scale * "
                      "relative + fixed-shift)")
@@ -309,12 +323,16 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 
 def _processing(args: argparse.Namespace) -> Any:
-    """The node's settings this run changes (the fixed map); None: the node's defaults."""
-    if args.fixed_scale == 0 and args.fixed_shift == 0:
+    """The node's settings this run changes (the fixed map, temporal alignment); None: the
+    node's defaults."""
+    if args.fixed_scale == 0 and args.fixed_shift == 0 and not args.temporal:
         return None
     from e2e_depth_ros.core.processing import ProcessingConfig
 
-    return ProcessingConfig(fixed_scale=args.fixed_scale, fixed_shift=args.fixed_shift)
+    return ProcessingConfig(fixed_scale=args.fixed_scale, fixed_shift=args.fixed_shift,
+                            temporal_alignment=args.temporal,
+                            temporal_max_gap=args.temporal_max_gap,
+                            relative_per_frame=args.relative_per_frame)
 
 
 def _model_choice(value: str | None, default: str | None) -> str | None:
@@ -373,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         max_frames=args.max_frames, pred_is_metric=args.pred_is_metric,
         progress=not args.no_progress, overwrite=args.overwrite,
         scale_source=args.scale_source, ground_frame=args.ground_frame,
-        processing=_processing(args))
+        odom_frame=args.odom_frame, processing=_processing(args))
     try:
         result = evaluate_bag(args.bag, topics, out_dir=args.out, options=options,
                               make_estimator=_estimator_factory(args))

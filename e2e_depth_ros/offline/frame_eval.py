@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from e2e_depth_ros.core.metrics import DepthMetrics
     from e2e_depth_ros.core.processing import FrameResult
+    from e2e_depth_ros.core.temporal import CameraPose
     from e2e_depth_ros.offline.tf_buffer import TransformBuffer
 
 
@@ -70,8 +71,9 @@ class FrameEvaluation:
 
         self.reader, self.bag, self.topics, self.options = reader, bag, topics, options
         self.indexes, self.out = indexes, out
+        self.transforms = transforms or TransformBuffer()
         self.references = FrameReferences(
-            source, self._message, transforms or TransformBuffer(), lidar_tf=lidar_tf,
+            source, self._message, self.transforms, lidar_tf=lidar_tf,
             ground_frame=options.ground_frame, tolerance=options.camera_info_tolerance)
         self.recorded = estimator is None
         self.metric_pred = self.recorded and (
@@ -178,8 +180,10 @@ class FrameEvaluation:
         stamp = plan.image.stamp_ns * 1e-9
         reference, why = (None, None) if self.metric_pred else \
             self.references.reference(plan, image_msg.header.frame_id)
+        odometry = self._odometry(plan, image_msg.header.frame_id)
         result = self.processor.process_batch([Frame(rgb, stamp, camera, needs=self.needs,
-                                                     reference=reference)])[0]
+                                                     reference=reference,
+                                                     odometry=odometry)])[0]
         written = result
         if self.metric_pred:  # scored as recorded; depth/relative is not the node's here
             written = replace(result, relative=None)
@@ -197,6 +201,22 @@ class FrameEvaluation:
                            info if camera is not None else None, written)
             self._copy_partners(plan)
         return result
+
+    def _odometry(self, plan: FramePlan, camera_frame: str) -> CameraPose | None:
+        """The camera in the odometry frame at the image stamp (temporal alignment), from
+        the bag's /tf; None (and a note: the node would say so in diagnostics) without."""
+        from e2e_depth_ros.core.temporal import CameraPose
+
+        if not self.processor.config.temporal_alignment:
+            return None
+        odom = self.options.odom_frame
+        tf = self.transforms.lookup(odom, camera_frame, plan.image.stamp_ns)
+        if tf is None:
+            note = (f"no transform {odom} -> {camera_frame} at the image's stamp: aligned "
+                    "without odometry")
+            self.notes[note] = self.notes.get(note, 0) + 1
+            return None
+        return CameraPose(tf.rotation, tf.translation)
 
     def _copy_partners(self, plan: FramePlan) -> None:
         """Ground truth and the metric references go into out.mcap too, so it can be scored
