@@ -70,6 +70,51 @@ class SlowEstimator(EstimatorProxy):
         return self.inner.predict(rgb, **kwargs)
 
 
+class PlantedModel:
+    """Returns ``relative`` for any image (a batch: one copy per image): a model whose output
+    the test chose, e.g. the scene's truth under an affine map."""
+
+    model_names = {"depth": "planted", "normals": None}
+    device, dtype, processing_resolution = "cpu", "float32", 0
+
+    def __init__(self):
+        self.relative = None
+
+    def processing_size(self, height, width):
+        return height, width
+
+    def predict(self, rgb, *, depth=True, normals=True, **kwargs):
+        from e2e_depth_ros.core.depth_model import ItemPrediction
+
+        rel = self.relative if rgb.ndim == 3 else np.stack([self.relative] * rgb.shape[0])
+        return ItemPrediction(rel if depth else None, None)
+
+
+def planted_node_rigs(prefix: str, **defaults):
+    """A fixture body: yields ``factory(**params) -> (Rig, PlantedModel)`` for nodes with a
+    planted model in namespaces of their own, and closes them all afterwards."""
+    import os
+
+    from rclpy.parameter import Parameter
+
+    from e2e_depth_ros.ros.node import DepthNode
+
+    made = []
+
+    def factory(**params):
+        model = PlantedModel()
+        ns = f"/{prefix}{os.getpid()}_{next(_names)}"
+        params = {"processing_resolution": 0, **defaults, **params}
+        node = DepthNode(estimator=model, namespace=ns, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params.items()])
+        made.append(Rig(node, ns))
+        return made[-1], model
+
+    yield factory
+    for rig_ in made:
+        rig_.close()
+
+
 class LogRecorder:
     """Stands in for the node's logger: records (level, text) of every line it writes."""
 

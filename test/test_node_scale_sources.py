@@ -5,47 +5,25 @@ model gives at best), so the metric depth the node publishes can be checked agai
 ray-cast truth. No tf2 here: the ground plane comes from the static-transform fallback.
 """
 
-import itertools
-import os
 
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from e2e_depth_ros.core.depth_model import ItemPrediction
 from e2e_depth_ros.core.geometry import PinholeCamera
 from e2e_depth_ros.offline.scenes import (Box, Plane, Scene, camera_pose, matrix_to_quaternion,
                                           render_frame)
 from e2e_depth_ros.ros import messages
-from e2e_depth_ros.ros.node import DepthNode
-from rig import Rig, header
+from rig import header, planted_node_rigs
 
 CAMERA = PinholeCamera(64, 48, fx=50.0, fy=46.0, cx=30.5, cy=25.0)
 T0 = 1_700_000_000_000_000_000
 SCENE = Scene(planes=(Plane((0.0, 0.0, 1.0), 0.0), Plane((-1.0, 0.0, 0.0), -6.0)),
               boxes=(Box((2.0, -0.4, 0.0), (2.6, 0.3, 0.5)),))
 SCALE, SHIFT = 0.21, -0.05  # the planted model's relative = SCALE * depth + SHIFT
-_namespaces = itertools.count()
 
 pytestmark = [pytest.mark.usefixtures("ros")]
-
-
-class PlantedModel:
-    """Returns ``relative`` for any image: the truth under an affine map, with noise."""
-
-    model_names = {"depth": "planted", "normals": None}
-    device, dtype, processing_resolution = "cpu", "float32", 0
-
-    def __init__(self):
-        self.relative = None
-
-    def processing_size(self, height, width):
-        return height, width
-
-    def predict(self, rgb, *, depth=True, normals=True, **kwargs):
-        rel = self.relative if rgb.ndim == 3 else np.stack([self.relative] * rgb.shape[0])
-        return ItemPrediction(rel if depth else None, None)
 
 
 def planted(depth, seed=0):
@@ -64,20 +42,7 @@ def ground_extrinsic(pose):
 
 @pytest.fixture
 def node_rig():
-    made = []
-
-    def factory(**params):
-        model = PlantedModel()
-        ns = f"/s{os.getpid()}_{next(_namespaces)}"
-        params.setdefault("processing_resolution", 0)
-        node = DepthNode(estimator=model, namespace=ns, parameter_overrides=[
-            Parameter(k, value=v) for k, v in params.items()])
-        made.append(Rig(node, ns))
-        return made[-1], model
-
-    yield factory
-    for rig in made:
-        rig.close()
+    yield from planted_node_rigs("s")
 
 
 def send_view(rig, model, pose, stamp, **kwargs):

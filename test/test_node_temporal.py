@@ -6,40 +6,20 @@ returns each drive frame's flickering prediction (offline.drives), so what the n
 publishes can be judged against the ray-cast truth.
 """
 
-import itertools
-import os
 
 import numpy as np
 import pytest
 from nav_msgs.msg import Odometry
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from e2e_depth_ros.core.depth_model import ItemPrediction
 from e2e_depth_ros.offline.drives import make_drive, sparse_metric
 from e2e_depth_ros.offline.scenes import BODY_FROM_OPTICAL, matrix_to_quaternion
 from e2e_depth_ros.ros import messages
-from e2e_depth_ros.ros.node import DepthNode
-from rig import Rig, header
+from rig import header, planted_node_rigs
 
 T0 = 1_700_000_000_000_000_000
-_namespaces = itertools.count()
 
 pytestmark = [pytest.mark.usefixtures("ros")]
-
-
-class PlantedModel:
-    model_names = {"depth": "planted", "normals": None}
-    device, dtype, processing_resolution = "cpu", "float32", 0
-
-    def __init__(self):
-        self.relative = None
-
-    def processing_size(self, height, width):
-        return height, width
-
-    def predict(self, rgb, *, depth=True, normals=True, **kwargs):
-        return ItemPrediction(self.relative if depth else None, None)
 
 
 @pytest.fixture(scope="module")
@@ -49,23 +29,15 @@ def drive():
 
 @pytest.fixture
 def node_rig():
-    made = []
-
-    def factory(**params):
-        model = PlantedModel()
-        ns = f"/t{os.getpid()}_{next(_namespaces)}"
-        params.setdefault("processing_resolution", 0)
-        params.setdefault("temporal_alignment", True)
-        node = DepthNode(estimator=model, namespace=ns, parameter_overrides=[
-            Parameter(k, value=v) for k, v in params.items()])
-        rig = Rig(node, ns)
+    def with_odometry(**params):
+        rig, model = factory(**params)
         rig.odom_pub = rig.peer.create_publisher(Odometry, "odom", 50)
-        made.append(rig)
         return rig, model
 
-    yield factory
-    for rig in made:
-        rig.close()
+    rigs = planted_node_rigs("t", temporal_alignment=True)
+    factory = next(rigs)
+    yield with_odometry
+    next(rigs, None)
 
 
 def stamp_of(frame):
