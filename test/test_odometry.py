@@ -93,7 +93,8 @@ def test_the_buffer_keeps_ten_seconds():
 
 
 def test_a_failed_tf_lookup_says_which_transform():
-    def lookup(target, source, stamp):
+    def lookup(target, source, stamp, timeout):
+        assert timeout == 0.1  # odometry a little late is waited for
         raise LookupError("frame odom does not exist")
 
     why = camera_pose_from_tf(lookup, "odom", "camera_optical", None)

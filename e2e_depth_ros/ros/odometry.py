@@ -99,8 +99,9 @@ def camera_pose_from_odometry(odometry: OdometryBuffer, extrinsic: StaticExtrins
 def camera_pose_from_tf(lookup: Callable[..., tuple[np.ndarray, np.ndarray]],
                         odom_frame: str, camera_frame: str, stamp: Any) -> CameraPose | str:
     """The camera in ``odom_frame`` from tf2 (p_odom = R p_cam + t), or why not."""
-    try:
-        rotation, translation = lookup(odom_frame, camera_frame, stamp)
+    try:  # odometry a little behind the image is waited for, briefly
+        rotation, translation = lookup(odom_frame, camera_frame, stamp,
+                                       timeout=ODOM_TOLERANCE_S)
     except Exception as err:  # noqa: BLE001 - tf2 raises several lookup errors
         return f"no transform {odom_frame} -> {camera_frame}: {type(err).__name__}: {err}"
     return CameraPose(np.asarray(rotation, dtype=np.float64),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import rclpy.duration
 import rclpy.time
 
 from e2e_depth_ros.core.geometry import quaternion_to_matrix
@@ -22,8 +23,12 @@ class TfLookup:
         self._buffer = tf2_ros.Buffer()
         self._listener = tf2_ros.TransformListener(self._buffer, node)
 
-    def __call__(self, target: str, source: str, stamp: Any) -> tuple[np.ndarray, np.ndarray]:
-        tf = self._buffer.lookup_transform(target, source, rclpy.time.Time.from_msg(stamp))
+    def __call__(self, target: str, source: str, stamp: Any, timeout: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """``timeout`` (s): wait that long for a transform that has not arrived yet."""
+        wait = rclpy.duration.Duration(seconds=timeout)
+        tf = self._buffer.lookup_transform(target, source, rclpy.time.Time.from_msg(stamp),
+                                           timeout=wait)
         q, t = tf.transform.rotation, tf.transform.translation
         return quaternion_to_matrix(q.x, q.y, q.z, q.w), np.array([t.x, t.y, t.z])
 
