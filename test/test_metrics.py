@@ -12,11 +12,14 @@ from e2e_depth_ros.core.metrics import (
     DepthMetrics,
     NormalErrorAccumulator,
     NormalMetrics,
+    OneMapAccumulator,
     align_scale_shift,
     aligned_depth_metrics,
     angular_errors,
     depth_metrics,
+    log_median_ratio,
     normal_metrics,
+    scale_change,
     summarize_depth,
     valid_depth_mask,
 )
@@ -326,6 +329,171 @@ def test_accumulator_pools_pixels_not_frame_means():
 def test_empty_accumulator_gives_nan():
     m = NormalErrorAccumulator().result()
     assert m.valid == 0 and math.isnan(m.mean) and math.isnan(m.median)
+
+
+# --- over time: scale change of metric depth -------------------------------------------
+
+def _ramp(shape=(6, 8)):
+    """Ground truth from 1 to 5 m, rows != columns so no transposition hides."""
+    return np.linspace(1.0, 5.0, shape[0] * shape[1]).reshape(shape)
+
+
+def test_log_median_ratio_of_a_prediction_1_1_times_the_truth_is_log_1_1():
+    gt = _ramp()
+    assert log_median_ratio(gt, gt) == 0.0
+    assert log_median_ratio(1.1 * gt, gt) == pytest.approx(math.log(1.1), abs=1e-12)
+
+
+def test_log_median_ratio_is_the_median_so_a_few_wild_pixels_do_not_move_it():
+    gt = _ramp()
+    pred = 1.1 * gt
+    pred[0, :3] = 1e6  # 3 of 48 pixels
+    assert log_median_ratio(pred, gt) == pytest.approx(math.log(1.1), abs=1e-12)
+
+
+def test_log_median_ratio_leaves_out_invalid_truth_non_finite_prediction_and_the_mask():
+    gt = np.array([[1.0, 2.0, NAN, 0.0], [4.0, 1.0, 1.0, 1.0]])
+    pred = np.array([[2.0, 4.0, 1.0, 1.0], [np.inf, NAN, 9.0, 9.0]])
+    # scored: ratios 2, 2 (top row) and 9, 9 (bottom right): median 5.5
+    assert log_median_ratio(pred, gt) == pytest.approx(math.log(5.5), abs=1e-12)
+    mask = np.array([[True, True, True, True], [True, True, False, False]])
+    assert log_median_ratio(pred, gt, mask) == pytest.approx(math.log(2.0), abs=1e-12)
+
+
+def test_log_median_ratio_without_a_pixel_or_a_positive_median_is_nan_without_warnings():
+    gt = _ramp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(log_median_ratio(np.full(gt.shape, NAN), gt))
+        assert math.isnan(log_median_ratio(-gt, gt))
+        assert math.isnan(log_median_ratio(gt, np.zeros(gt.shape)))
+
+
+def test_log_median_ratio_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(6, 8\) and \(8, 6\)"):
+        log_median_ratio(_ramp(), _ramp((8, 6)))
+
+
+def test_a_1_1_times_jump_on_the_second_frame_is_a_scale_change_of_log_1_1():
+    gt = _ramp()
+    ratios = [log_median_ratio(gt, gt), log_median_ratio(1.1 * gt, gt)]
+    change = scale_change(ratios)
+    assert change.pairs == 1
+    assert change.mean_abs_change == pytest.approx(math.log(1.1), abs=1e-12)  # ~ 9.5 %
+
+
+def test_scale_change_is_the_mean_of_the_absolute_steps():
+    # 1.0 -> 1.0 -> 1.1 -> 1.0 x the truth: steps 0, log 1.1, log 1.1
+    change = scale_change([0.0, 0.0, math.log(1.1), 0.0])
+    assert change.pairs == 3
+    assert change.mean_abs_change == pytest.approx(2 * math.log(1.1) / 3, abs=1e-12)
+
+
+def test_a_frame_without_metric_depth_breaks_the_chain_of_scale_changes():
+    # Across the missing frame the scale moved by log 2; that step is not taken.
+    for gap in (None, NAN):
+        change = scale_change([0.0, 0.01, gap, math.log(2.0), math.log(2.0) + 0.03])
+        assert change.pairs == 2
+        assert change.mean_abs_change == pytest.approx(0.02, abs=1e-12)
+
+
+def test_scale_change_of_fewer_than_two_linked_frames_is_nan_with_no_pairs():
+    for ratios in ([], [0.1], [0.1, None, 0.2]):
+        change = scale_change(ratios)
+        assert change.pairs == 0 and math.isnan(change.mean_abs_change)
+
+
+# --- over time: one affine map for a sequence of relative depth --------------------------
+
+def test_one_map_of_a_sequence_that_is_one_affine_map_of_the_truth_scores_zero():
+    acc = OneMapAccumulator()
+    for k in range(4):
+        gt = _ramp() + 0.5 * k  # the scene changes, the map does not
+        acc.add((gt - 0.7) / 2.5, gt)
+    one = acc.result()
+    assert one.scale == pytest.approx(2.5, rel=1e-6)
+    assert one.shift == pytest.approx(0.7, abs=1e-5)
+    assert one.metrics.abs_rel < 1e-6 and one.metrics.delta1 == 1.0
+    assert one.metrics.valid == one.pixels == 4 * 48 and len(one.per_frame) == 4
+    assert all(m.abs_rel < 1e-6 for m in one.per_frame)
+
+
+def test_one_map_on_a_hand_computed_two_frame_jitter():
+    # Frame 0 is the truth, frame 1 twice it: each frame's own fit is perfect, the one map
+    # (least squares over all 4 pixels) is s = 6/19, t = 15/19.
+    gt = np.array([[1.0, 2.0]])
+    acc = OneMapAccumulator()
+    assert acc.add(gt, gt) == 2
+    acc.add(2.0 * gt, gt)
+    for relative in (gt, 2.0 * gt):
+        assert aligned_depth_metrics(relative, gt)[0].abs_rel == pytest.approx(0.0, abs=1e-12)
+    one = acc.result()
+    assert (one.scale, one.shift) == (pytest.approx(6 / 19), pytest.approx(15 / 19))
+    # frame 0 -> [21, 27] / 19: AbsRel (2/19 + 11/38) / 2; frame 1 -> [27, 39] / 19
+    assert one.per_frame[0].abs_rel == pytest.approx(15 / 76)
+    assert one.per_frame[1].abs_rel == pytest.approx(17 / 76)
+    assert one.metrics.abs_rel == pytest.approx(4 / 19)  # the mean of the frames
+    assert one.per_frame[0].delta1 == 0.5  # 21/19 vs 1 m within 1.25, 27/19 vs 2 m not
+    assert one.metrics.valid == 4
+
+
+def test_one_map_keeps_a_fixed_repeatable_subsample_of_each_frame():
+    rng = np.random.default_rng(3)
+    frames = []
+    for k in range(3):
+        gt = rng.uniform(1.0, 8.0, (200, 300))
+        gt[:10] = NAN  # not valid: never kept
+        scale, shift = 1.0 + 0.2 * k, 0.3 * k  # a map that wanders
+        relative = (gt - shift) / scale * rng.normal(1.0, 0.02, gt.shape)
+        frames.append((relative, gt))
+
+    def run(pixels_per_frame, seed=0):
+        acc = OneMapAccumulator(pixels_per_frame=pixels_per_frame, seed=seed)
+        kept = [acc.add(relative, gt) for relative, gt in frames]
+        return kept, acc.result()
+
+    kept, sub = run(1000)
+    assert kept == [1000, 1000, 1000] and sub.pixels == 3000 and sub.pixels_per_frame == 1000
+    assert run(1000)[1] == sub  # the same pixels every run
+    assert run(1000, seed=1)[1] != sub
+    _, full = run(200 * 300)  # every valid pixel
+    assert full.pixels == 3 * 190 * 300
+    assert full.metrics.abs_rel > 0.05  # the wandering map costs, the noise alone ~1.6 %
+    assert sub.metrics.abs_rel == pytest.approx(full.metrics.abs_rel, rel=0.05)
+    assert sub.scale == pytest.approx(full.scale, rel=0.02)
+
+
+def test_one_map_fits_and_scores_only_inside_the_depth_range():
+    gt = _ramp()
+    relative = gt.copy()
+    relative[gt > 4.0] = 100.0  # garbage beyond the range: left out of fit and score
+    acc = OneMapAccumulator(max_depth=4.0)
+    acc.add(relative, gt)
+    one = acc.result()
+    assert one.metrics.abs_rel < 1e-6
+    assert one.pixels == int(np.count_nonzero(gt < 4.0))
+
+
+def test_one_map_of_nothing_or_of_a_constant_sequence_is_nan():
+    empty = OneMapAccumulator().result()
+    assert _all_nan_depth(empty.metrics) and math.isnan(empty.scale) and empty.pixels == 0
+    acc = OneMapAccumulator()
+    acc.add(np.ones((6, 8)), _ramp())
+    acc.add(np.full((6, 8), NAN), _ramp())
+    one = acc.result()
+    assert _all_nan_depth(one.metrics) and math.isnan(one.shift)
+    assert len(one.per_frame) == 2 and all(_all_nan_depth(m) for m in one.per_frame)
+
+
+def test_one_map_rejects_a_bad_subsample_size_and_mismatched_shapes():
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match=f"pixels_per_frame must be an integer >= 2, "
+                                             f"got {bad!r}"):
+            OneMapAccumulator(pixels_per_frame=bad)
+    with pytest.raises(ValueError, match="min_depth must be below max_depth"):
+        OneMapAccumulator(min_depth=5.0, max_depth=1.0)
+    with pytest.raises(ValueError, match=r"\(6, 8\) and \(8, 6\)"):
+        OneMapAccumulator().add(_ramp(), _ramp((8, 6)))
 
 
 # --- module boundary --------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """The evaluation's report: captions, one name per score, one clock, honest colour bars."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
 
 from e2e_depth_ros.offline import report
 from e2e_depth_ros.offline.eval_types import EvalResult, FrameScore
-from e2e_depth_ros.core.metrics import DepthMetrics
+from e2e_depth_ros.core.metrics import DepthMetrics, OneMapResult, ScaleChange
 
 T0 = 1_700_000_000.0  # the bag's first image stamp (s)
 
@@ -15,24 +16,32 @@ T0 = 1_700_000_000.0  # the bag's first image stamp (s)
 def _result(mode, stamps, *, metric=True):
     frames = [FrameScore(stamp=s, stamp_ns=round(s * 1e9), abs_rel=0.1, delta1=0.9, valid=10,
                          best_scale=2.0, best_shift=0.5, lidar_abs_rel=0.2 if metric else None,
-                         lidar_delta1=0.8 if metric else None) for s in stamps]
+                         lidar_delta1=0.8 if metric else None,
+                         log_scale_ratio=0.01 * k if metric else None, one_map_abs_rel=0.15,
+                         one_map_delta1=0.85) for k, s in enumerate(stamps)]
     summary = DepthMetrics(0.1, 0.9, 10 * len(frames))
+    one_map = OneMapResult(DepthMetrics(0.15, 0.85, 10 * len(frames)),
+                           tuple(DepthMetrics(0.15, 0.85, 10) for _ in frames), 2.1, 0.4,
+                           10 * len(frames), 20_000)
     return EvalResult(bag="b", mode=mode, frames=len(frames), frames_total=4,
                       depth_gt_aligned=summary,
                       depth_lidar_aligned=DepthMetrics(0.2, 0.8, 40) if metric else None,
                       lidar_frames=len(frames) if metric else 0, normals=None,
-                      per_frame=frames, skipped={}, time_origin=T0)
+                      per_frame=frames, skipped={}, time_origin=T0, depth_one_map=one_map,
+                      scale_change=ScaleChange(0.01, len(frames) - 1) if metric else None)
 
 
 PLOTS = {"errors_over_time": "errors_over_time.png", "frames": "frames.png",
-         "scale_over_time": "scale_over_time.png"}
+         "scale_over_time": "scale_over_time.png",
+         "temporal_consistency": "temporal_consistency.png"}
 
 
 @pytest.mark.parametrize("mode", ["model", "recorded-relative", "recorded-metric"])
 def test_every_report_section_has_a_caption_under_its_heading(mode):
     text = report.render_report(_result(mode, [T0, T0 + 0.1]), PLOTS)
     sections = re.findall(r"^## (.+)\n\n(.*)\n", text, flags=re.MULTILINE)
-    assert {title for title, _ in sections} >= {"Per-frame error over time", "A few frames"}
+    assert {title for title, _ in sections} >= {"Per-frame error over time", "A few frames",
+                                                "Steadiness over time"}
     for title, caption in sections:
         assert caption.strip() and not caption.startswith("!["), title
 
@@ -108,3 +117,33 @@ def test_frames_png_says_how_much_of_a_clipped_prediction_is_outside_the_bar(tmp
                       "prediction, GT (m)\n13% outside the colour bar",  # 12.76 %
                       "|pred - gt| / gt\n13% outside the colour bar"]  # errors 3 and 16
     assert extends == ["both", "max"]
+
+
+def test_the_table_names_the_one_map_score_and_the_scale_change_with_their_numbers():
+    lines = report.summary_lines(_result("model", [T0, T0 + 0.1, T0 + 0.2]))
+    one_map = next(line for line in lines if line.startswith("depth, one map"))
+    assert one_map.split()[6:10] == ["0.1500", "0.8500", "30", "scale"]
+    assert one_map.endswith("scale 2.1, shift 0.4")
+    assert "scale change, frame to frame: 0.0100 (1.00 % a frame), 2 pairs, LiDAR-aligned " \
+        "depth" in lines
+
+
+def test_without_metric_depth_there_is_no_scale_change_row_and_the_plot_says_why(tmp_path):
+    result = _result("recorded-relative", [T0, T0 + 0.1], metric=False)
+    lines = report.summary_lines(result)
+    assert any(line.startswith("depth, one map for the sequence") for line in lines)
+    assert not any(line.startswith("scale change") for line in lines)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no empty legend on the top panel
+        name = report._plot_temporal(result, tmp_path / "temporal_consistency.png")
+    assert (tmp_path / name).stat().st_size > 0
+
+
+def test_metrics_json_holds_the_one_map_and_the_scale_change():
+    saved = _result("model", [T0, T0 + 0.1, T0 + 0.2]).to_json()
+    assert saved["depth_one_map"] == {"abs_rel": 0.15, "delta1": 0.85, "valid": 30,
+                                      "scale": 2.1, "shift": 0.4, "pixels_per_frame": 20_000}
+    assert saved["scale_change"] == {"mean_abs_log_change": 0.01, "pairs": 2}
+    assert [f["log_scale_ratio"] for f in saved["per_frame"]] == [0.0, 0.01, 0.02]
+    assert [f["one_map_abs_rel"] for f in saved["per_frame"]] == [0.15] * 3
+    assert _result("model", [T0], metric=False).to_json()["scale_change"] is None

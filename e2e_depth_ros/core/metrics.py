@@ -15,10 +15,15 @@ Pure numpy. Conventions, pinned by ``test/test_metrics.py``:
   vectors, ``arccos(clip(dot, -1, 1))``. Pixels where either vector is non-finite or has
   zero norm are left out. Threshold fractions use strict ``<`` (as DSINE does).
 - A metric over zero pixels is NaN with ``valid == 0``; no warnings are emitted.
+- Over time (is depth steady?): :func:`log_median_ratio` per frame and :func:`scale_change`
+  over the sequence for metric depth; :class:`OneMapAccumulator` for relative depth under
+  one affine map fitted to the whole sequence (on a fixed per-frame pixel subsample).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -307,3 +312,147 @@ class NormalErrorAccumulator:
         if not self._errors:
             return _normal_metrics_from_errors(np.empty(0))
         return _normal_metrics_from_errors(np.concatenate(self._errors))
+
+
+# --- over time: the steadiness of a sequence -----------------------------------------------
+
+@dataclass(frozen=True)
+class ScaleChange:
+    """Frame-to-frame scale change of metric depth over a sequence.
+
+    ``mean_abs_change`` is the mean of ``|log_ratio[k] - log_ratio[k-1]|`` over ``pairs``
+    pairs of consecutive frames that both have a finite log ratio (see
+    :func:`log_median_ratio`); a fraction, since ``|Δ log| ≈`` the relative change
+    (0.008 = 0.8 % a frame). NaN when ``pairs == 0``.
+    """
+
+    mean_abs_change: float
+    pairs: int
+
+
+def log_median_ratio(
+    pred_metric: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None
+) -> float:
+    """``log(median(p / g))`` of one frame: how far its metric scale is off the truth.
+
+    Over ``mask`` (default: :func:`valid_depth_mask` of ``gt``) intersected with finite,
+    positive ``gt`` and finite ``pred_metric``. NaN when no pixel is left or the median
+    ratio is not positive (no scale to speak of); no warnings are emitted.
+    """
+    pred = _as_real_array("pred_metric", pred_metric)
+    gt = _as_real_array("gt", gt)
+    _check_same_shape("pred_metric", pred, "gt", gt)
+    if mask is None:
+        mask = valid_depth_mask(gt)
+    mask = _check_mask(mask, pred.shape, "pred_metric")
+    with np.errstate(invalid="ignore"):
+        use = mask & _finite(gt) & (gt > 0) & _finite(pred)
+    if not np.any(use):
+        return float("nan")
+    with np.errstate(over="ignore"):
+        ratio = float(np.median(pred[use].astype(np.float64) / gt[use].astype(np.float64)))
+    return math.log(ratio) if ratio > 0 and math.isfinite(ratio) else float("nan")
+
+
+def scale_change(log_ratios: Sequence[float | None]) -> ScaleChange:
+    """Mean ``|Δ log median(p / g)|`` between consecutive frames of ``log_ratios``.
+
+    One entry per scored frame in time order; ``None`` or NaN (a frame without metric depth)
+    breaks the chain: no difference is taken across it.
+    """
+    steps = []
+    previous = None
+    for value in log_ratios:
+        value = None if value is None or not math.isfinite(value) else float(value)
+        if value is not None and previous is not None:
+            steps.append(abs(value - previous))
+        previous = value
+    if not steps:
+        return ScaleChange(mean_abs_change=float("nan"), pairs=0)
+    return ScaleChange(mean_abs_change=float(np.mean(steps)), pairs=len(steps))
+
+
+@dataclass(frozen=True)
+class OneMapResult:
+    """Relative depth of a whole sequence under one affine map fitted to all of it.
+
+    ``metrics``: mean over frames of each frame's AbsRel / delta1 under the one map (as
+    :func:`summarize_depth` averages the per-frame fits), ``valid`` summed over the kept
+    pixels; ``per_frame``: one entry per :meth:`OneMapAccumulator.add`, in order;
+    ``scale``/``shift``: the map ``gt ≈ scale * relative + shift``; ``pixels``: pixels in
+    the fit, at most ``pixels_per_frame`` from each frame. NaN metrics and map when fewer
+    than 2 pixels were kept or the relative depth is constant on all of them (the fit is
+    then not unique).
+    """
+
+    metrics: DepthMetrics
+    per_frame: tuple[DepthMetrics, ...]
+    scale: float
+    shift: float
+    pixels: int
+    pixels_per_frame: int
+
+
+class OneMapAccumulator:
+    """One least-squares scale and shift for a whole sequence of relative depth.
+
+    A per-frame fit hides a scale and shift that wander from frame to frame; one map for
+    all frames shows them: a sequence that is one affine map of the truth scores ~0, one
+    whose map jitters scores what the jitter costs. The fit is :func:`align_scale_shift`
+    (least squares in depth space, as :func:`aligned_depth_metrics`) on the pooled pixels.
+
+    Memory: each frame keeps a fixed subsample of at most ``pixels_per_frame`` of its valid
+    pixels (valid ground truth as in :func:`aligned_depth_metrics`, finite prediction),
+    drawn without replacement by a generator seeded with ``(seed, frame index)``, so a run
+    is repeatable; the pairs are kept as float32 (8 bytes a pixel: 0.16 MB a frame at the
+    default, ~50 MB for 300 frames of 640x480). Both the fit and the scores use only the
+    kept pixels, so they estimate the full-frame values.
+    """
+
+    def __init__(self, *, pixels_per_frame: int = 20_000, seed: int = 0,
+                 min_depth: float | None = None, max_depth: float | None = None) -> None:
+        if isinstance(pixels_per_frame, bool) or not isinstance(pixels_per_frame, int) \
+                or pixels_per_frame < 2:
+            raise ValueError(f"pixels_per_frame must be an integer >= 2, got "
+                             f"{pixels_per_frame!r}")
+        valid_depth_mask(np.ones(1), min_depth=min_depth, max_depth=max_depth)  # the bounds
+        self.pixels_per_frame, self.seed = pixels_per_frame, seed
+        self.min_depth, self.max_depth = min_depth, max_depth
+        self._pred: list[np.ndarray] = []
+        self._gt: list[np.ndarray] = []
+
+    @property
+    def frames(self) -> int:
+        """How many frames were added (including ones with no valid pixel)."""
+        return len(self._pred)
+
+    def add(self, pred_relative: np.ndarray, gt: np.ndarray) -> int:
+        """Keep this frame's subsample; returns how many of its pixels were kept."""
+        pred = _as_real_array("pred_relative", pred_relative)
+        gt = _as_real_array("gt", gt)
+        _check_same_shape("pred_relative", pred, "gt", gt)
+        mask = valid_depth_mask(gt, min_depth=self.min_depth, max_depth=self.max_depth)
+        index = np.flatnonzero(mask & _finite(pred))
+        if index.size > self.pixels_per_frame:
+            rng = np.random.default_rng((self.seed, len(self._pred)))
+            index = np.sort(rng.choice(index, size=self.pixels_per_frame, replace=False))
+        self._pred.append(pred.reshape(-1)[index].astype(np.float32))
+        self._gt.append(gt.reshape(-1)[index].astype(np.float32))
+        return int(index.size)
+
+    def result(self) -> OneMapResult:
+        """The one map fitted to every kept pixel so far, and the scores under it."""
+        nan = float("nan")
+        empty = DepthMetrics(abs_rel=nan, delta1=nan, valid=0)
+        pred = np.concatenate(self._pred) if self._pred else np.empty(0, np.float32)
+        gt = np.concatenate(self._gt) if self._gt else np.empty(0, np.float32)
+        try:
+            s, t = align_scale_shift(pred, gt, np.ones(pred.shape, bool))
+        except ValueError:  # fewer than 2 pixels, or constant: no unique map
+            return OneMapResult(empty, tuple(empty for _ in self._pred), nan, nan,
+                                int(pred.size), self.pixels_per_frame)
+        per_frame = tuple(
+            depth_metrics(s * p.astype(np.float64) + t, g, np.ones(p.shape, bool))
+            for p, g in zip(self._pred, self._gt))
+        return OneMapResult(summarize_depth(list(per_frame)), per_frame, s, t,
+                            int(pred.size), self.pixels_per_frame)

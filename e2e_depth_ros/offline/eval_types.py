@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from e2e_depth_ros.core.metrics import DepthMetrics, NormalMetrics
+    from e2e_depth_ros.core.metrics import DepthMetrics, NormalMetrics, OneMapResult, ScaleChange
     from e2e_depth_ros.core.processing import ProcessingConfig
 
 # Why a frame (or only its normals score) was not scored; every key is always reported.
@@ -76,7 +76,10 @@ class FrameScore:
     ``abs_rel``/``delta1``: after the per-image least-squares GT alignment, whose map
     ``best_scale * relative + best_shift`` is the best any LiDAR fit could do; ``lidar_*``:
     of the metric depth the node publishes (LiDAR filter's ``scale``/``shift``), or of a
-    recorded metric prediction as it is.
+    recorded metric prediction as it is. Over time: ``log_scale_ratio`` is
+    log(median(p / g)) of the metric depth (None without one); ``one_map_*`` score the
+    relative depth under the one affine map fitted to the whole sequence (``EvalResult.
+    depth_one_map``; None until the run ends).
     """
 
     stamp: float  # s, header stamp
@@ -94,6 +97,9 @@ class FrameScore:
     scale_status: str | None = None  # "ok", "holding", "none"; None without a reference
     normals_mean: float | None = None  # degrees, this frame's own
     scale_source: str | None = None  # what gave this frame's metric depth ("none": nothing)
+    log_scale_ratio: float | None = None  # log(median(metric / GT)); 0 = the true scale
+    one_map_abs_rel: float | None = None  # under the sequence's one map (pixel subsample)
+    one_map_delta1: float | None = None
 
 
 @dataclass
@@ -118,6 +124,11 @@ class EvalResult:
     # "fixed", "none", or "recorded" (metric predictions scored as they are).
     scale_source: str = "lidar"
     files: dict[str, str] = field(default_factory=dict)  # metrics, report, bag, plots
+    # Steadiness over time. Relative depth under one affine map for the whole sequence
+    # (next to depth_gt_aligned's per-frame maps); None when not computed.
+    depth_one_map: OneMapResult | None = None
+    # Frame-to-frame change of the metric depth's scale; None without metric depth.
+    scale_change: ScaleChange | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict; non-finite numbers become null (strict JSON has no NaN)."""
@@ -142,11 +153,23 @@ class EvalResult:
             "depth_lidar_aligned": depth(self.depth_lidar_aligned),
             "lidar_frames": self.lidar_frames,
             "normals": normals,
+            "depth_one_map": self._one_map_json(),
+            "scale_change": None if self.scale_change is None else {
+                "mean_abs_log_change": _num(self.scale_change.mean_abs_change),
+                "pairs": self.scale_change.pairs},
             "per_frame": [{k: _num(v) for k, v in vars(s).items()} for s in self.per_frame],
             "skipped": dict(self.skipped),
             "notes": dict(self.notes),
             "files": dict(self.files),
         }
+
+    def _one_map_json(self) -> dict[str, Any] | None:
+        m = self.depth_one_map
+        if m is None:
+            return None
+        return {"abs_rel": _num(m.metrics.abs_rel), "delta1": _num(m.metrics.delta1),
+                "valid": m.metrics.valid, "scale": _num(m.scale), "shift": _num(m.shift),
+                "pixels_per_frame": m.pixels_per_frame}
 
 
 def _num(value: Any) -> Any:

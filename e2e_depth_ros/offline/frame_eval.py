@@ -64,7 +64,7 @@ class FrameEvaluation:
                  lidar_tf: Any = None) -> None:
         """``source``: the resolved scale source (``eval_sources``); ``transforms``: the
         bag's /tf_static and /tf; ``lidar_tf``: LiDAR frame to camera frame."""
-        from e2e_depth_ros.core.metrics import NormalErrorAccumulator
+        from e2e_depth_ros.core.metrics import NormalErrorAccumulator, OneMapAccumulator
         from e2e_depth_ros.core.processing import FrameProcessor, Needs, ProcessingConfig
         from e2e_depth_ros.offline.eval_sources import FrameReferences, processing_for
         from e2e_depth_ros.offline.tf_buffer import TransformBuffer
@@ -95,6 +95,9 @@ class FrameEvaluation:
         self.scores: list[FrameScore] = []
         self.depth_gt: list[DepthMetrics] = []
         self.depth_lidar: list[DepthMetrics] = []
+        # the relative depth of every scored frame, for one map over the whole sequence
+        self.one_map = OneMapAccumulator(min_depth=options.min_depth,
+                                         max_depth=options.max_depth)
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.image_error: str | None = None  # why the first undecodable image was refused
         self.samples: list[Sample] = []
@@ -234,7 +237,7 @@ class FrameEvaluation:
     def _score(self, i: int, plan: FramePlan, rgb: np.ndarray, gt: np.ndarray,
                result: FrameResult) -> None:
         from e2e_depth_ros.core.metrics import (aligned_depth_metrics, depth_metrics,
-                                                valid_depth_mask)
+                                                log_median_ratio, valid_depth_mask)
 
         relative = result.relative
         if relative is None or relative.shape != gt.shape:
@@ -251,12 +254,16 @@ class FrameEvaluation:
             self.skipped["no_valid_gt"] += 1
             return
         self.depth_gt.append(aligned)
+        self.one_map.add(relative, gt)  # one entry per score, in the same order
         lidar = None
+        log_ratio = None
         if result.metric is not None:
             mask = valid_depth_mask(gt, min_depth=opts.min_depth, max_depth=opts.max_depth)
             lidar = depth_metrics(result.metric, gt, mask)
             self.depth_lidar.append(lidar)
-        score = self._frame_score(plan, aligned, s, t, lidar, result)
+            log_ratio = log_median_ratio(result.metric, gt, mask)
+        score = _replace(self._frame_score(plan, aligned, s, t, lidar, result),
+                         log_scale_ratio=log_ratio)
         score_normals = self._score_normals(plan, result)
         if score_normals is not None:
             score = _replace(score, normals_mean=score_normals)
@@ -302,17 +309,23 @@ class FrameEvaluation:
         return self.normals.add(result.normals, gt).mean
 
     def result(self, frames_total: int) -> EvalResult:
-        from e2e_depth_ros.core.metrics import summarize_depth
+        from e2e_depth_ros.core.metrics import scale_change, summarize_depth
 
         with_metric = self.source != "none"
         normals = self.normals.result() if self.normals.frames else None
+        one_map = self.one_map.result()
+        assert len(one_map.per_frame) == len(self.scores)
+        scores = [_replace(score, one_map_abs_rel=m.abs_rel, one_map_delta1=m.delta1)
+                  for score, m in zip(self.scores, one_map.per_frame)]
         return EvalResult(
-            bag=str(self.bag), mode=self.mode, frames=len(self.scores),
+            bag=str(self.bag), mode=self.mode, frames=len(scores),
             frames_total=frames_total, depth_gt_aligned=summarize_depth(self.depth_gt),
             depth_lidar_aligned=summarize_depth(self.depth_lidar) if with_metric else None,
-            lidar_frames=len(self.depth_lidar), normals=normals, per_frame=self.scores,
+            lidar_frames=len(self.depth_lidar), normals=normals, per_frame=scores,
             skipped=self.skipped, time_origin=self.indexes["image"].refs[0].stamp_ns * 1e-9,
-            notes=self.notes, scale_source=self.source)
+            notes=self.notes, scale_source=self.source, depth_one_map=one_map,
+            scale_change=scale_change([s.log_scale_ratio for s in scores])
+            if with_metric else None)
 
 
 def _replace(score: FrameScore, **changes: Any) -> FrameScore:

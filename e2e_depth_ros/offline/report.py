@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # Every file the report may write into the output folder (evaluate checks them before a run).
 REPORT_FILES = ("metrics.json", "report.md", "errors_over_time.png", "scale_over_time.png",
-                "frames.png")
+                "temporal_consistency.png", "frames.png")
 
 
 @dataclass
@@ -68,6 +68,9 @@ def _plots(result: EvalResult, samples: list[Sample], out_dir: Path) -> dict[str
         plots["errors_over_time"] = _plot_errors(result, out_dir / "errors_over_time.png")
     if any(s.scale is not None for s in result.per_frame):
         plots["scale_over_time"] = _plot_scale(result, out_dir / "scale_over_time.png")
+    if result.per_frame and result.depth_one_map is not None:
+        plots["temporal_consistency"] = _plot_temporal(result,
+                                                       out_dir / "temporal_consistency.png")
     if samples:
         plots["frames"] = _plot_samples(samples, result.time_origin, out_dir / "frames.png")
     return plots
@@ -125,7 +128,8 @@ def _plot_errors(result: EvalResult, path: Path) -> str:
 def _save_time_plot(fig: Any, top: Any, bottom: Any, path: Path) -> str:
     """Shared finish of the two-panel plots over time: axis label, legend, grid, file."""
     bottom.set_xlabel(TIME_AXIS)
-    top.legend()
+    if top.get_legend_handles_labels()[0]:  # a panel may hold only a note ("no metric depth")
+        top.legend()
     top.grid(alpha=0.3)
     bottom.grid(alpha=0.3)
     fig.savefig(path)
@@ -143,6 +147,26 @@ def _plot_scale(result: EvalResult, path: Path) -> str:
     bottom.plot(t, _series(result, "best_shift"), "o--", label="best possible (GT fit)")
     top.set_ylabel("scale (m per unit)")
     bottom.set_ylabel("shift (m)")
+    return _save_time_plot(fig, top, bottom, path)
+
+
+def _plot_temporal(result: EvalResult, path: Path) -> str:
+    """Steadiness over time: the metric depth's log(median(p/g)) (top) and the relative
+    depth's AbsRel under the sequence's one map next to the per-frame fit (bottom)."""
+    fig = _figure(8, 5)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    t = frame_times(result)
+    if result.scale_change is not None:
+        top.plot(t, _series(result, "log_scale_ratio"), "s-", label=metric_label(result))
+        top.axhline(0.0, color="grey", linewidth=0.8)
+    else:
+        top.text(0.5, 0.5, "no metric depth", ha="center", va="center",
+                 transform=top.transAxes)
+    bottom.plot(t, _series(result, "abs_rel"), "o-", label="per-frame fit (GT-aligned)")
+    bottom.plot(t, _series(result, "one_map_abs_rel"), "s-", label="one map for the sequence")
+    top.set_ylabel("log(median(p / g))")
+    bottom.set_ylabel("AbsRel")
+    bottom.legend()
     return _save_time_plot(fig, top, bottom, path)
 
 
@@ -258,6 +282,7 @@ def summary_lines(result: EvalResult) -> list[str]:
             " (robot)" if result.mode != "recorded-metric" else "")
         lines.append(f"{name:<32}{_fmt(lidar.abs_rel):>10}{_fmt(lidar.delta1):>10}"
                      f"{lidar.valid:>12}   {result.lidar_frames}/{result.frames} frames metric")
+    lines += _temporal_lines(result)
     n = result.normals
     if n is not None:
         lines.append(f"normals: mean {_fmt(n.mean, '.2f')} deg, median {_fmt(n.median, '.2f')}"
@@ -266,6 +291,24 @@ def summary_lines(result: EvalResult) -> list[str]:
     skips = ", ".join(f"{k} {v}" for k, v in result.skipped.items() if v) or "none"
     lines.append(f"frames scored: {result.frames} of {result.frames_total}; skipped: {skips}")
     lines += [f"note ({count} frames): {note}" for note, count in result.notes.items()]
+    return lines
+
+
+def _temporal_lines(result: EvalResult) -> list[str]:
+    """The rows of the steadiness metrics: one map for the sequence, scale change."""
+    lines = []
+    one = result.depth_one_map
+    if one is not None:
+        m = one.metrics
+        lines.append(f"{'depth, one map for the sequence':<32}{_fmt(m.abs_rel):>10}"
+                     f"{_fmt(m.delta1):>10}{m.valid:>12}   scale {_fmt(one.scale, '.4g')}, "
+                     f"shift {_fmt(one.shift, '.4g')}")
+    change = result.scale_change
+    if change is not None:
+        percent = _fmt(100 * change.mean_abs_change, ".2f")
+        lines.append(f"scale change, frame to frame: {_fmt(change.mean_abs_change)} "
+                     f"({percent} % a frame), {change.pairs} pairs, "
+                     f"{metric_label(result)} depth")
     return lines
 
 
@@ -289,6 +332,16 @@ def _source_title(source: str) -> str:
     return text[:1].upper() + text[1:] if source != "lidar" else "LiDAR"
 
 
+_TEMPORAL_TEXT = (
+    "Top: log(median(p / g)) of each frame's metric depth (0 = the true scale; a step of "
+    "0.01 is a 1 % jump in scale); the scale change in the table is the mean |step| between "
+    "consecutive scored frames that both have metric depth. Bottom: AbsRel of the relative "
+    "depth under one affine map (scale, shift) fitted to the whole sequence, next to each "
+    "frame's own fit; where the two part, the relative depth's scale or shift wanders from "
+    "frame to frame. The one map is fitted and scored on a fixed subsample of each frame's "
+    f"valid pixels. Both against {TIME_AXIS}.")
+
+
 def render_report(result: EvalResult, plots: dict[str, str]) -> str:
     """report.md: the table, the plots and how to read them."""
     parts = [
@@ -301,6 +354,13 @@ def render_report(result: EvalResult, plots: dict[str, str]) -> str:
         "scale and shift against its ground truth (the paper's protocol): the best any "
         f"affine map could do. {_metric_explanation(result)}\n",
     ]
+    if result.depth_one_map is not None:
+        parts.append("One map for the sequence: the relative depth of every scored frame "
+                     "mapped by one least-squares scale and shift fitted to the whole "
+                     "sequence, then scored per frame and averaged; near the GT-aligned score "
+                     "when the relative depth keeps one scale and shift over time. Scale "
+                     "change, frame to frame: how much the metric depth's scale, "
+                     "log(median(p / g)), moves between consecutive scored frames.\n")
     sections = {
         "errors_over_time": ("Per-frame error over time",
                              "AbsRel (top, lower is better) and delta1 (bottom, higher is "
@@ -318,6 +378,7 @@ def render_report(result: EvalResult, plots: dict[str, str]) -> str:
                             f"against {TIME_AXIS}. The GT fit maps relative depth to meters "
                             "the same way (metric = scale * relative + shift), so the curves "
                             "compare directly; the gap is what the alignment loses."),
+        "temporal_consistency": ("Steadiness over time", _TEMPORAL_TEXT),
     }
     for key, (title, text) in sections.items():
         if key in plots:
