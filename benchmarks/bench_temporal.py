@@ -34,30 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout
 
+from e2e_depth_ros.core.metrics import (OneMapAccumulator, log_median_ratio,  # noqa: E402
+                                        scale_change)
 from e2e_depth_ros.core.processing import (Frame, FrameProcessor, Needs,  # noqa: E402
                                            ProcessingConfig)
 from e2e_depth_ros.core.scale_sources import SensorDepth  # noqa: E402
 from e2e_depth_ros.offline.drives import make_drive, sparse_metric  # noqa: E402
 import harness  # noqa: E402  (beside this script)
-
-from types import SimpleNamespace  # noqa: E402
-
-
-def one_map_abs_rel(preds, gts):  # TEMP until core.metrics has it
-    p = np.concatenate([x[::3, ::3].ravel() for x in preds])
-    g = np.concatenate([x[::3, ::3].ravel() for x in gts])
-    ok = np.isfinite(p) & np.isfinite(g) & (g > 0)
-    a = np.stack([p[ok], np.ones(ok.sum())], 1)
-    s, t = np.linalg.lstsq(a, g[ok], rcond=None)[0]
-    return float(np.mean(np.abs(s * p[ok] + t - g[ok]) / g[ok]))
-
-
-def scale_change(metrics, gts):  # TEMP
-    vals = [None if m is None else float(np.log(np.nanmedian(m / g)))
-            for m, g in zip(metrics, gts)]
-    d = [abs(a - b) for a, b in zip(vals, vals[1:]) if a is not None and b is not None]
-    return SimpleNamespace(mean=float(np.mean(d)) if d else float("nan"), per_frame=vals)
-
 
 QUICK = {"frames": 12, "long_frames": 30, "width": 160, "height": 120, "cost_frames": 3}
 NEEDS = Needs(normals=False, points=False)
@@ -97,6 +80,14 @@ def replay(camera, frames, *, temporal: bool, odometry: bool = True, metric_ever
     return results, times
 
 
+def one_map_abs_rel(relative, truth) -> float:
+    """AbsRel of a sequence under ONE affine map fitted to all of it (the evaluation's)."""
+    accumulator = OneMapAccumulator()
+    for r, g in zip(relative, truth):
+        accumulator.add(r, g)
+    return accumulator.result().metrics.abs_rel
+
+
 def _one_map(results, frames) -> float:
     return one_map_abs_rel([r.relative for r in results], [f.depth for f in frames])
 
@@ -104,6 +95,14 @@ def _one_map(results, frames) -> float:
 def _per_frame(results, frames) -> float:
     return float(np.mean([one_map_abs_rel([r.relative], [f.depth])
                           for r, f in zip(results, frames)]))
+
+
+def _ratios(metric, truth) -> list[float | None]:
+    return [None if m is None else log_median_ratio(m, g) for m, g in zip(metric, truth)]
+
+
+def _change(metric, truth) -> float:
+    return scale_change(_ratios(metric, truth)).mean_abs_change
 
 
 def _row(name: str, value: float, limit: str, ok: bool | None = None) -> bool:
@@ -159,14 +158,14 @@ def steady_scale(args) -> bool:
     truth = [f.depth for f in frames]
 
     def change(results) -> float:
-        return scale_change([r.metric for r in results], truth).mean
+        return _change([r.metric for r in results], truth)
 
     aligned = change(replay(camera, frames, temporal=True, metric_every=1)[0])
     ok = _row("aligned", aligned, "<= 0.01", aligned <= 0.01)
     filtered, _ = replay(camera, frames, temporal=False, metric_every=1)
     own = [r.fit.apply(f.relative) if r.fit is not None and r.fit.ok else None
            for r, f in zip(filtered, frames)]
-    _row("each frame's own fit (no filter, no alignment)", scale_change(own, truth).mean, "")
+    _row("each frame's own fit (no filter, no alignment)", _change(own, truth), "")
     _row("the scale filter (smoothing 0.3, no alignment)", change(filtered), "")
     return ok
 
@@ -177,7 +176,7 @@ def drift(args) -> bool:
     camera, frames = make_drive("loop", n, width=args.width, height=args.height)
     truth = [f.depth for f in frames]
     results, _ = replay(camera, frames, temporal=True, metric_every=20)
-    ratios = scale_change([r.metric for r in results], truth).per_frame
+    ratios = _ratios([r.metric for r in results], truth)
     worst = max((abs(v) for v in ratios if v is not None), default=float("nan"))
     metric = sum(r.metric is not None for r in results)
     ok = _row(f"metric every 2 s: largest |log median(p/g)| ({metric}/{n} metric)", worst,

@@ -4,6 +4,7 @@ The bags are rendered drives (offline.drives) with flickering recorded predictio
 /camera/depth_pred, exact odometry on /tf and a sparse sensor depth with a gap.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,10 @@ def _one_map(relative, truth):
     return float(np.mean(np.abs(s * p + t - g) / g))
 
 
+def _metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
 def test_a_sensor_depth_gap_stays_metric_in_out_mcap(bags, drive, tmp_path, capsys):
     sources = ["--scale-source", "depth", "--sensor-depth-topic", "/depth_sensor/image"]
     assert main(_args(bags["gap"], tmp_path / "on", "--temporal", *sources)) == 0
@@ -81,11 +86,12 @@ def test_a_sensor_depth_gap_stays_metric_in_out_mcap(bags, drive, tmp_path, caps
 
     assert gap_abs_rel(aligned) < 0.04
     assert gap_abs_rel(held) > 0.1  # the per-frame jitter the hold cannot follow
-    import json
-
-    per_frame = json.loads((tmp_path / "on" / "metrics.json").read_text())["per_frame"]
-    statuses = [f["scale_status"] for f in per_frame]
+    on, off = _metrics(tmp_path / "on"), _metrics(tmp_path / "off")
+    statuses = [f["scale_status"] for f in on["per_frame"]]
     assert statuses[GAP[0]:GAP[1]] == ["propagated"] * (GAP[1] - GAP[0])
+    assert on["scale_change"]["pairs"] == off["scale_change"]["pairs"] == 19
+    assert on["scale_change"]["mean_abs_log_change"] < 0.01
+    assert off["scale_change"]["mean_abs_log_change"] > 0.05
 
 
 def test_recorded_relative_depth_is_aligned_with_the_bags_odometry(bags, drive, tmp_path):
@@ -94,13 +100,16 @@ def test_recorded_relative_depth_is_aligned_with_the_bags_odometry(bags, drive, 
     truth = _truth(drive)
     on = list(_images(tmp_path / "on" / "out.mcap", "/e2e_depth/depth/relative").values())
     off = list(_images(tmp_path / "off" / "out.mcap", "/e2e_depth/depth/relative").values())
+    assert len(on) == len(off) == 20
     assert _one_map(off, truth) > 0.1
     assert _one_map(on, truth) < 0.025
+    # the evaluation's own score says the same (a pixel subsample of each frame)
+    one_map_on = _metrics(tmp_path / "on")["depth_one_map"]["abs_rel"]
+    assert one_map_on == pytest.approx(_one_map(on, truth), rel=0.1)
+    assert _metrics(tmp_path / "off")["depth_one_map"]["abs_rel"] > 0.1
 
 
 def test_without_odometry_in_the_bag_the_note_says_so(bags, drive, tmp_path):
-    import json
-
     assert main(_args(bags["no_tf"], tmp_path / "out", "--temporal")) == 0
     notes = json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"]
     assert notes == {"no transform odom -> camera_optical at the image's stamp: aligned "
