@@ -41,6 +41,8 @@ QUICK_RUNS = [
                  r"reliable camera +\d+/5 ", id="transport-node", marks=[_torch, _slow]),
     pytest.param(["bench_node.py", "--ckpt-dir", "{ckpt}"],
                  r"in the node beyond predict .*: \d+\.\d ms", id="node", marks=_torch),
+    pytest.param(["bench_publish.py"],
+                 r"nav2 \(3 outputs, [\d.]+ MB\): no subscriber [\d.]+ ms \(cpu", id="publish"),
     pytest.param(["bench_estimator.py", "--ckpt-dir", "{ckpt}"],
                  r"\(b\) depth \+ normals: one estimator \d+\.\d+ s", id="estimator",
                  marks=_torch),

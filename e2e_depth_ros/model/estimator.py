@@ -361,7 +361,10 @@ class Estimator:
             normals = F.interpolate(normals, size, mode="bilinear", align_corners=False,
                                     antialias=True)
         normals = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-6)
-        return normals.permute(0, 2, 3, 1)  # [N, H, W, 3]
+        # [N, H, W, 3] in memory too: one copy here (threaded, on the model's device, GIL
+        # released) instead of a transposing copy in numpy by every consumer of the array
+        # (normals/image, normals/image_vis, the cloud's normals: ~1.1 ms each at 640x480)
+        return normals.permute(0, 2, 3, 1).contiguous()
 
     def _warm_run(self, batch: np.ndarray) -> None:
         """Every call shape a frame of this size can take: depth+normals (a batched decode

@@ -123,16 +123,43 @@ def _zeroed_payload(msg_cls: type, size: int) -> Any:
     return pyarray.array("B", [0]) * size
 
 
-def _put_field(cloud: np.ndarray, offset: int, values: np.ndarray) -> None:
-    """Copy per-point ``values`` (H, W[, C]) little-endian into bytes ``offset``.. of each point.
+def _put_fields(cloud: np.ndarray, fields: list[tuple[int, np.ndarray]]) -> None:
+    """Copy each ``(offset, values)`` into bytes ``offset``.. of every point of ``cloud``.
 
-    Copying each point's bytes as one opaque item is ~2x faster than a strided float copy.
+    ``cloud``: (H, W, point_step) uint8; ``values``: (H, W, C) 4-byte items already in wire
+    (little-endian) byte order. One OpenCV pass writes every field of a point together
+    instead of one strided copy per field (640x480 xyz+rgb 1.6 -> 1.3 ms, +normals 2.1 ->
+    1.6 ms); it moves 4-byte words unchanged, so float32 bits (NaN payloads too) arrive as
+    they are.
     """
-    item = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
-    item = item.reshape(cloud.shape[0], -1).view(np.uint8)
-    size = item.shape[1]
-    target = _strided(cloud, f"V{size}", (cloud.shape[0],), (cloud.shape[1],), offset)
-    target[...] = item.view(f"V{size}")[:, 0]
+    words = cloud.view(np.float32)  # (H, W, point_step / 4), moved as raw words
+    sources, pairs, channel = [], [], 0
+    for offset, values in fields:
+        source = np.ascontiguousarray(values).view(np.float32)
+        for c in range(source.shape[2]):
+            pairs += [channel + c, offset // 4 + c]
+        sources.append(source)
+        channel += source.shape[2]
+    out = cv2.mixChannels(sources, [words], pairs)
+    assert out[0] is words or np.shares_memory(out[0], words), "mixChannels copied the cloud"
+
+
+def _wire_float32(values: np.ndarray) -> np.ndarray:
+    """float32 (H, W, C) with little-endian bytes, held in native float32 words (no copy on
+    little-endian hosts)."""
+    return np.ascontiguousarray(values, dtype="<f4").view(np.float32)
+
+
+def _packed_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 4) bytes b, g, r, 0 per pixel of ``rgb`` (H, W, 3): the little-endian bytes
+    of the uint32 (r << 16) | (g << 8) | b that PointCloud2's ``rgb`` field holds.
+
+    Built as bytes, not as uint32 arithmetic: one OpenCV pass instead of a widened copy and
+    three shifts (~3x faster at 640x480), and the same bytes on any host byte order.
+    """
+    packed = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
+    packed[..., 3] = 0
+    return packed
 
 
 def _strided(buf: np.ndarray, dtype: Any, shape: tuple, strides: tuple,
@@ -413,17 +440,17 @@ def build_pointcloud(
     wide = rgb is not None or normals is not None
     point_step = 32 if wide else 16
     data = _zeroed_payload(msg_cls, height * width * point_step)
-    cloud = np.frombuffer(data, dtype=np.uint8).reshape(height * width, point_step)
-    _put_field(cloud, 0, pts)
+    cloud = np.frombuffer(data, dtype=np.uint8).reshape(height, width, point_step)
+    put = [(0, _wire_float32(pts))]
     layout = [("x", 0), ("y", 4), ("z", 8)]
     if rgb is not None:
-        c = rgb.astype(np.uint32)  # widen first: uint8 << 16 overflows to 0 under NumPy 2
-        _put_field(cloud, 16, (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2])
+        put.append((16, _packed_rgb(rgb)))
         layout.append(("rgb", 16))
     if normals is not None:
-        _put_field(cloud, 20, normals)
+        put.append((20, _wire_float32(normals)))
         layout += [("normal_x", 20), ("normal_y", 24), ("normal_z", 28)]
-    del cloud  # release the buffer export before the message takes ``data``
+    _put_fields(cloud, put)
+    del cloud, put  # release the buffer export before the message takes ``data``
     fields = [
         field_cls(name=name, offset=offset, datatype=_POINTFIELD_FLOAT32, count=1)
         for name, offset in layout

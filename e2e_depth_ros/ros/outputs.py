@@ -96,8 +96,11 @@ def _millimetres(metric: np.ndarray) -> np.ndarray:
     """Metric depth as uint16 millimetres (REP 118 16UC1): 0 where invalid or > 65.535 m."""
     import numpy as np
 
-    mm = np.rint(np.where(np.isfinite(metric), metric, 0.0) * 1000.0)
-    return np.where((mm > 0) & (mm <= 65535), mm, 0).astype(np.uint16)
+    mm = metric * 1000.0  # in metric's own precision, as before
+    np.rint(mm, out=mm)
+    mm[mm > 65535] = 0  # too far (and +inf): usually no pixel, so a cheap masked write
+    np.fmax(mm, 0.0, out=mm)  # NaN, -inf and what is not above 0 -> 0, in one pass
+    return mm.astype(np.uint16)
 
 
 def _normals_rgb8(normals: np.ndarray) -> np.ndarray:
