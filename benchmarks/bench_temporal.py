@@ -42,7 +42,8 @@ from e2e_depth_ros.core.scale_sources import SensorDepth  # noqa: E402
 from e2e_depth_ros.offline.drives import make_drive, sparse_metric  # noqa: E402
 import harness  # noqa: E402  (beside this script)
 
-QUICK = {"frames": 12, "long_frames": 30, "width": 160, "height": 120, "cost_frames": 3}
+QUICK = {"frames": 12, "long_frames": 30, "width": 160, "height": 120, "cost_frames": 3,
+         "cost_width": 320, "cost_height": 240}
 NEEDS = Needs(normals=False, points=False)
 
 
