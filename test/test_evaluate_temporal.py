@@ -123,3 +123,28 @@ def test_a_negative_max_gap_is_refused(bags, tmp_path, capsys):
         main(_args(bags["relative"], tmp_path / "out", "--temporal-max-gap", "-1"))
     assert "--temporal-max-gap must be a finite number >= 0, got -1.0" in \
         capsys.readouterr().err
+
+
+@pytest.mark.needs_torch
+def test_a_models_relative_depth_is_one_affine_map_of_its_own_per_frame(
+        bags, tiny_depth, tmp_path):
+    """With a model (a tiny random one), --temporal publishes each frame's own output under
+    an affine map, the first frame unchanged: alignment never reshapes a depth map."""
+    model = ["--depth-model", tiny_depth, "--device", "cpu", "--processing-resolution", "0",
+             "--max-frames", "4"]
+    for name, flag in (("on", "--temporal"), ("off", "--no-temporal")):
+        args = _args(bags["relative"], tmp_path / name, flag, *model)
+        args.remove("--pred-topic")
+        args.remove("/camera/depth_pred")
+        assert main(args) == 0
+    on = list(_images(tmp_path / "on" / "out.mcap", "/e2e_depth/depth/relative").values())
+    off = list(_images(tmp_path / "off" / "out.mcap", "/e2e_depth/depth/relative").values())
+    assert len(on) == len(off) == 4
+    np.testing.assert_array_equal(on[0], off[0])
+    maps = []
+    for aligned, raw in zip(on[1:], off[1:]):
+        a, b = np.polyfit(raw.ravel(), aligned.ravel(), 1)
+        assert a > 0
+        np.testing.assert_allclose(aligned, a * raw + b, atol=1e-5 * max(1.0, abs(b)))
+        maps.append((a, b))
+    assert any(abs(a - 1) > 1e-3 or abs(b) > 1e-3 for a, b in maps)  # it did align
