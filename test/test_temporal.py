@@ -213,3 +213,21 @@ def test_camera_pose_motion_moves_points_between_frames():
     p_world = np.array([4.0, -1.0, 2.0])  # a point; frame a is the world
     expected = b.rotation.T @ (p_world - b.translation)
     np.testing.assert_allclose(rotation @ p_world + translation, expected)
+
+
+def test_each_camera_has_its_own_chain(static_drive, forward_drive):
+    """Two cameras' frames interleaved through one processor: neither resets the other."""
+    model = StandIn()
+    processor = FrameProcessor(model, ProcessingConfig(temporal_alignment=True),
+                               finisher=None)
+    (camera_a, frames_a), (camera_b, frames_b) = static_drive, forward_drive
+    results = {"a": [], "b": []}
+    for fa, fb in zip(frames_a, frames_b):
+        for stream, camera, f in (("a", camera_a, fa), ("b", camera_b, fb)):
+            model.next = f.relative
+            frame = Frame(f.rgb, f.stamp, camera, needs=NEEDS, stream=stream,
+                          odometry=f.odometry)
+            results[stream].append(processor.finish(frame, processor.predict([frame])[0]))
+    assert processor.aligner_for("a").resets == processor.aligner_for("b").resets == 0
+    assert one_map(results["a"], frames_a) < 0.02
+    assert one_map(results["b"], frames_b[:len(frames_a)]) < 0.03
