@@ -152,6 +152,20 @@ def align_scale_shift(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> tup
     return s, t
 
 
+def _scored(pred_metric: np.ndarray, gt: np.ndarray, mask: np.ndarray | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pred, gt, pixels to score): ``mask`` (default: :func:`valid_depth_mask` of ``gt``)
+    with finite, positive ``gt`` and finite ``pred_metric``, the arguments checked."""
+    pred = _as_real_array("pred_metric", pred_metric)
+    gt = _as_real_array("gt", gt)
+    _check_same_shape("pred_metric", pred, "gt", gt)
+    if mask is None:
+        mask = valid_depth_mask(gt)
+    mask = _check_mask(mask, pred.shape, "pred_metric")
+    with np.errstate(invalid="ignore"):
+        return pred, gt, mask & _finite(gt) & (gt > 0) & _finite(pred)
+
+
 def depth_metrics(
     pred_metric: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None
 ) -> DepthMetrics:
@@ -162,14 +176,7 @@ def depth_metrics(
     ``pred_metric``; ``valid`` is the number of pixels scored. A prediction <= 0 counts as
     a delta1 miss.
     """
-    pred = _as_real_array("pred_metric", pred_metric)
-    gt = _as_real_array("gt", gt)
-    _check_same_shape("pred_metric", pred, "gt", gt)
-    if mask is None:
-        mask = valid_depth_mask(gt)
-    mask = _check_mask(mask, pred.shape, "pred_metric")
-    with np.errstate(invalid="ignore"):
-        use = mask & _finite(gt) & (gt > 0) & _finite(pred)
+    pred, gt, use = _scored(pred_metric, gt, mask)
     n = int(np.count_nonzero(use))
     if n == 0:
         return DepthMetrics(abs_rel=float("nan"), delta1=float("nan"), valid=0)
@@ -339,14 +346,7 @@ def log_median_ratio(
     positive ``gt`` and finite ``pred_metric``. NaN when no pixel is left or the median
     ratio is not positive (no scale to speak of); no warnings are emitted.
     """
-    pred = _as_real_array("pred_metric", pred_metric)
-    gt = _as_real_array("gt", gt)
-    _check_same_shape("pred_metric", pred, "gt", gt)
-    if mask is None:
-        mask = valid_depth_mask(gt)
-    mask = _check_mask(mask, pred.shape, "pred_metric")
-    with np.errstate(invalid="ignore"):
-        use = mask & _finite(gt) & (gt > 0) & _finite(pred)
+    pred, gt, use = _scored(pred_metric, gt, mask)
     if not np.any(use):
         return float("nan")
     with np.errstate(over="ignore"):
