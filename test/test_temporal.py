@@ -158,6 +158,7 @@ def test_lost_or_broken_odometry_resets(forward_drive):
     _, results = replay(camera, frames[:10], poses=poses[:10])
     assert "odometry lost" in results[5].temporal.message
     assert "not finite" in results[8].temporal.message
+    assert results[9].temporal.resets == results[8].temporal.resets  # one reset, not two
 
 
 def test_time_going_back_and_a_scene_cut_reset(static_drive):

@@ -127,7 +127,11 @@ class TemporalAligner:
               metric_fit: ScaleFit | None) -> Alignment:
         """This frame's maps. ``values_at(flat_index)``: its relative depth at those pixels;
         ``metric_fit``: its metric source's own fit (None: no source this frame)."""
-        why = self._why_reset(shape, pose, stamp)
+        why = None
+        if pose is not None and not (np.isfinite(pose.rotation).all()
+                                     and np.isfinite(pose.translation).all()):
+            pose, why = None, "odometry is not finite"  # and not kept for the next frame
+        why = why or self._why_reset(shape, pose, stamp)
         previous_fit = None
         if why is None and self._previous is not None:
             previous_fit, why = self._fit_previous(values_at, shape, camera, pose)
@@ -161,8 +165,6 @@ class TemporalAligner:
         step = float(np.linalg.norm(translation))
         angle = float(np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)))
         span = max(dt, 1e-3)
-        if not (np.isfinite(step) and np.isfinite(angle)):
-            return "odometry is not finite"
         if step > self.config.max_speed * span or angle > self.config.max_turn_rate * span:
             return (f"odometry jumped {step:.3g} m / {math.degrees(angle):.3g} deg in "
                     f"{dt:.3g} s")
