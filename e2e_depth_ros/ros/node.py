@@ -60,6 +60,9 @@ NAME_CHECK_DELAY_S = 1.0  # discovery time before looking for a namesake on the 
 AUTO_GPU_BATCH = 4  # max_batch 0 off the CPU; on a CPU a batch costs more per frame
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                         reliability=ReliabilityPolicy.RELIABLE)
+# odometry comes fast (50 Hz+) from reliable or best-effort publishers: take either, keep many
+ODOM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                      reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 class DepthNode(Node):
@@ -88,7 +91,7 @@ class DepthNode(Node):
         self._streams = {name: Stream(name) for name in self._input_topics or [""]}
         self._slots: CameraSlots = CameraSlots(list(self._streams))
         self._tf_lookup = tf_lookup(self)
-        self.odometry = OdometrySource(self, self._tf_lookup, OUTPUT_QOS)
+        self.odometry = OdometrySource(self, self._tf_lookup, ODOM_QOS)
         self._types = rclpy_types()
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for stream in self._streams.values():
