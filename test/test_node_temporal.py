@@ -122,12 +122,19 @@ def test_stale_odometry_is_no_odometry(node_rig, drive):
     camera, frames = drive
     rig, model = node_rig(scale_source="none")
     send(rig, model, camera, frames[0])
+    broken = Odometry()
+    broken.header = header(stamp_of(frames[0]) + 1, "odom")
+    broken.pose.pose.orientation.w = 0.0  # a zero quaternion: no rotation at all
+    rig.odom_pub.publish(broken)
+    assert rig.wait_for(lambda: rig.node_under_test.odometry.problem, timeout=5.0)
     send(rig, model, camera, frames[1])
     late = frames[11]  # 1 s after the last odometry message
     send(rig, model, camera, late, odometry=False)
     diag = last_diag(rig, lambda d: d["frames_processed"] == "3")
     assert diag["odometry"].startswith("odometry is stale: the newest is 1.00 s older")
     assert "reset: odometry lost" in diag["temporal_alignment"]
+    assert diag["odometry_problem"] == ("odometry pose is not finite or its quaternion is "
+                                        "not unit (|q| = 0)")
     assert rig.stamps("depth/image") == []
 
 

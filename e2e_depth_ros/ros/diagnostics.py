@@ -42,6 +42,7 @@ class NodeView:
     wall_clock_s: float  # ROS time now, the scale filter's clock before any stamp arrived
     scale_source: str = "lidar"  # this camera's source, auto resolved (scale_inputs)
     odometry_source: str = ""  # where temporal alignment's camera poses come from
+    odometry_problem: str = ""  # the latest unusable odometry message (odom topic)
 
 
 def scale_summary(stream: Stream, now: float, view: NodeView
@@ -115,6 +116,7 @@ def temporal_values(stream: Stream, view: NodeView) -> dict[str, str]:
         "temporal_gap_s": _nan_or(last.gap if last else None, ".2f"),
         "odometry_source": view.odometry_source,
         "odometry": stream.stats.odometry or "no frame yet",
+        "odometry_problem": view.odometry_problem,
     }
 
 

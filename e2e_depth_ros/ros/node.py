@@ -365,7 +365,8 @@ class DepthNode(Node):
         view = diagnostics.NodeView(
             self.processor, p, self._max_batch(), self._slots.dropped[stream.name],
             bool(metric_wanted), self.get_clock().now().nanoseconds * 1e-9,
-            self.scale_source(stream.name), self.odometry.description)
+            self.scale_source(stream.name), self.odometry.description,
+            self.odometry.problem)
         report = diagnostics.stream_status(stream, now, view)
         return DiagnosticStatus(
             level=bytes([report.level]), name=self.diagnostic_name(stream.name),
