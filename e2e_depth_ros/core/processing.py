@@ -44,7 +44,7 @@ class ProcessingConfig:
     scale_max_jump: float = 0.5
     scale_hold_timeout: float = 2.0
     temporal_alignment: bool = False  # align each frame to the previous one (core.temporal)
-    temporal_max_gap: float = 1.0  # s a frame stays metric without a metric fit of its own
+    temporal_max_gap: float = 2.0  # s a frame stays metric without a metric fit of its own
     relative_per_frame: bool = False  # with temporal_alignment: depth/relative per frame
 
     @property

@@ -52,7 +52,7 @@ class CameraPose:
 
 @dataclass(frozen=True)
 class TemporalConfig:
-    max_gap: float = 1.0  # s a frame stays metric without a metric fit of its own
+    max_gap: float = 2.0  # s a frame stays metric without a metric fit of its own
     relative_per_frame: bool = False  # depth/relative in each frame's own [0, 1]
     max_speed: float = 10.0  # m/s between two frames' odometry; faster is a jump
     max_turn_rate: float = math.pi  # rad/s likewise
@@ -212,12 +212,12 @@ class TemporalAligner:
         if metric_fit is not None and metric_fit.ok:
             self._metric, self._anchor_stamp = True, stamp
             scale, shift = metric_fit.scale, metric_fit.shift
-            status, message = "start", f"{reset}chain starts metric"
+            message = f"{reset}chain starts metric"
         else:
             scale, shift = PSEUDO_SPAN, PSEUDO_NEAR
-            status, message = "start", f"{reset}chain starts relative (no metric fit)"
+            message = f"{reset}chain starts relative (no metric fit)"
         self._relative_map = (1.0 / scale, -shift / scale)  # this frame's own relative depth
-        state = TemporalState(status, self._metric, 0.0 if self._metric else None,
+        state = TemporalState("start", self._metric, 0.0 if self._metric else None,
                               self.resets, message)
         return self._alignment(scale, shift, state)
 

@@ -306,9 +306,10 @@ class DepthNode(Node):
                 camera = None
         # never republish a camera_info that does not describe this image
         job.info = info if camera is not None else None
-        pose = self.odometry.pose(self._params, job.header) \
-            if self._params["temporal_alignment"] else None
-        stream.stats.odometry = pose if isinstance(pose, str) else "ok"
+        pose = None
+        if self._params["temporal_alignment"]:
+            pose = self.odometry.pose(self._params, job.header)
+            stream.stats.odometry = pose if isinstance(pose, str) else "ok"
         job.frame = replace(job.frame, camera=camera,
                             odometry=None if isinstance(pose, str) else pose)
 
